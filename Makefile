@@ -13,3 +13,15 @@ help: ## list the targets
 .PHONY: build
 build: ## build bin/riposte
 	$(GO) build -o $(BIN)/riposte ./cmd/riposte
+
+CONTROLLER_GEN_VERSION := v0.23.0
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv $(BIN)/controller-gen $@
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## regenerate deepcopy, CRDs and bpf2go output
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases

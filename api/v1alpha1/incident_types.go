@@ -1,0 +1,196 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// IncidentSpec says which rule matched what.
+type IncidentSpec struct {
+	// Rule is the rule that matched, as name or namespace/name.
+	Rule string `json:"rule"`
+	// RuleKind is DetectionRule or ClusterDetectionRule.
+	RuleKind string `json:"ruleKind"`
+	// +kubebuilder:validation:Enum=info;low;medium;high;critical
+	Severity string `json:"severity"`
+	// +optional
+	Tags []string `json:"tags,omitempty"`
+	// Output is the rule's output for the first match.
+	// +optional
+	Output string `json:"output,omitempty"`
+	// Subject is what the incident is about.
+	Subject Subject `json:"subject"`
+	// Playbooks to run, resolved when the incident was created.
+	// +optional
+	Playbooks []PlaybookRef `json:"playbooks,omitempty"`
+	// ThrottleKey identifies the subject for deduplication.
+	// +optional
+	ThrottleKey string `json:"throttleKey,omitempty"`
+}
+
+// PlaybookRef names a playbook.
+type PlaybookRef struct {
+	// Kind is ResponsePlaybook or ClusterResponsePlaybook.
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// Subject is the pod, workload, node, container, process or user an incident is about.
+type Subject struct {
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// +optional
+	Pod string `json:"pod,omitempty"`
+	// +optional
+	PodUID string `json:"podUID,omitempty"`
+	// +optional
+	Container string `json:"container,omitempty"`
+	// +optional
+	ContainerID string `json:"containerID,omitempty"`
+	// +optional
+	Image string `json:"image,omitempty"`
+	// +optional
+	ImageDigest string `json:"imageDigest,omitempty"`
+	// +optional
+	WorkloadKind string `json:"workloadKind,omitempty"`
+	// +optional
+	WorkloadName string `json:"workloadName,omitempty"`
+	// +optional
+	ServiceAccount string `json:"serviceAccount,omitempty"`
+	// +optional
+	Node string `json:"node,omitempty"`
+	// +optional
+	PID int64 `json:"pid,omitempty"`
+	// +optional
+	Binary string `json:"binary,omitempty"`
+	// User is the Kubernetes user of an audit event.
+	// +optional
+	User string `json:"user,omitempty"`
+	// Verb, Resource and Subresource of an audit event.
+	// +optional
+	Verb string `json:"verb,omitempty"`
+	// +optional
+	Resource string `json:"resource,omitempty"`
+	// +optional
+	Subresource string `json:"subresource,omitempty"`
+	// SourceIPs of an audit event.
+	// +optional
+	SourceIPs []string `json:"sourceIPs,omitempty"`
+}
+
+// StepPhase is where a response step stands.
+// +kubebuilder:validation:Enum=Pending;Running;Succeeded;Failed;Skipped;DryRun;AwaitingApproval;Reverted
+type StepPhase string
+
+// Step phases.
+const (
+	StepPending          StepPhase = "Pending"
+	StepRunning          StepPhase = "Running"
+	StepSucceeded        StepPhase = "Succeeded"
+	StepFailed           StepPhase = "Failed"
+	StepSkipped          StepPhase = "Skipped"
+	StepDryRun           StepPhase = "DryRun"
+	StepAwaitingApproval StepPhase = "AwaitingApproval"
+	StepReverted         StepPhase = "Reverted"
+)
+
+// StepStatus records one step of a playbook run.
+type StepStatus struct {
+	Playbook string    `json:"playbook"`
+	Name     string    `json:"name"`
+	Action   Action    `json:"action"`
+	Phase    StepPhase `json:"phase"`
+	// +optional
+	Message string `json:"message,omitempty"`
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+	// Undo holds what revert needs (for example previous replicas), as key/value pairs.
+	// +optional
+	Undo map[string]string `json:"undo,omitempty"`
+}
+
+// Evidence is a captured bundle.
+type Evidence struct {
+	// Location of the bundle (node:path or URL).
+	Location string `json:"location"`
+	// ManifestSHA256 is the SHA-256 of the bundle's manifest, which lists every file's hash.
+	ManifestSHA256 string `json:"manifestSHA256"`
+	// Files is how many files the bundle holds.
+	// +optional
+	Files int32 `json:"files,omitempty"`
+	// +optional
+	CapturedAt *metav1.Time `json:"capturedAt,omitempty"`
+}
+
+// IncidentStatus is what happened since the first match.
+type IncidentStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Count of matches folded into this incident.
+	// +optional
+	Count int64 `json:"count,omitempty"`
+	// +optional
+	FirstSeen *metav1.Time `json:"firstSeen,omitempty"`
+	// +optional
+	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+	// SampleEvents are the first matched events in their JSON form (bounded).
+	// +optional
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Schemaless
+	SampleEvents []runtime.RawExtension `json:"sampleEvents,omitempty"`
+	// Steps records every response step.
+	// +optional
+	Steps []StepStatus `json:"steps,omitempty"`
+	// Evidence lists captured bundles.
+	// +optional
+	Evidence []Evidence `json:"evidence,omitempty"`
+	// Phase summarises the response: Open, Responding, Responded, Failed, Reverted.
+	// +optional
+	Phase string `json:"phase,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=inc,categories=riposte
+// +kubebuilder:printcolumn:name="Severity",type=string,JSONPath=`.spec.severity`
+// +kubebuilder:printcolumn:name="Rule",type=string,JSONPath=`.spec.rule`
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.subject.pod`
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.subject.user`,priority=1
+// +kubebuilder:printcolumn:name="Count",type=integer,JSONPath=`.status.count`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Last Seen",type=date,JSONPath=`.status.lastSeen`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Incident is a rule match (or a run of deduplicated matches) and the response to it.
+type Incident struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   IncidentSpec   `json:"spec,omitempty"`
+	Status IncidentStatus `json:"status,omitempty"`
+}
+
+// GetConditions returns the status conditions.
+func (in *Incident) GetConditions() []metav1.Condition { return in.Status.Conditions }
+
+// SetConditions replaces the status conditions.
+func (in *Incident) SetConditions(c []metav1.Condition) { in.Status.Conditions = c }
+
+// +kubebuilder:object:root=true
+
+// IncidentList is a list of Incidents.
+type IncidentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Incident `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Incident{}, &IncidentList{})
+}

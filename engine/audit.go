@@ -1,0 +1,62 @@
+package engine
+
+import "time"
+
+// Audit is an audit.k8s.io/v1 Event exactly as kube-apiserver writes it (same
+// field names), so a line of a real audit log can be pasted into a rule test.
+// SourcePod is riposte's addition: the pod that held the first source IP at
+// the time of the request, when it was a pod.
+type Audit struct {
+	Kind                     string            `json:"kind,omitempty"`
+	APIVersion               string            `json:"apiVersion,omitempty"`
+	Level                    string            `json:"level,omitempty"`
+	AuditID                  string            `json:"auditID,omitempty"`
+	Stage                    string            `json:"stage,omitempty"`
+	RequestURI               string            `json:"requestURI,omitempty"`
+	Verb                     string            `json:"verb,omitempty"`
+	User                     UserInfo          `json:"user,omitzero"`
+	ImpersonatedUser         UserInfo          `json:"impersonatedUser,omitzero"`
+	SourceIPs                []string          `json:"sourceIPs,omitempty"`
+	UserAgent                string            `json:"userAgent,omitempty"`
+	ObjectRef                AuditObjectRef    `json:"objectRef,omitzero"`
+	ResponseStatus           Status            `json:"responseStatus,omitzero"`
+	RequestObject            map[string]any    `json:"requestObject,omitempty"`
+	ResponseObject           map[string]any    `json:"responseObject,omitempty"`
+	RequestReceivedTimestamp time.Time         `json:"requestReceivedTimestamp,omitzero"`
+	StageTimestamp           time.Time         `json:"stageTimestamp,omitzero"`
+	Annotations              map[string]string `json:"annotations,omitempty"`
+
+	SourcePod Peer `json:"sourcePod,omitzero"`
+}
+
+// UserInfo is authentication.k8s.io/v1 UserInfo.
+type UserInfo struct {
+	Username string              `json:"username,omitempty"`
+	UID      string              `json:"uid,omitempty"`
+	Groups   []string            `json:"groups,omitempty"`
+	Extra    map[string][]string `json:"extra,omitempty"`
+}
+
+// AuditObjectRef is audit.k8s.io/v1 ObjectReference.
+type AuditObjectRef struct {
+	Resource        string `json:"resource,omitempty"`
+	Namespace       string `json:"namespace,omitempty"`
+	Name            string `json:"name,omitempty"`
+	UID             string `json:"uid,omitempty"`
+	APIGroup        string `json:"apiGroup,omitempty"`
+	APIVersion      string `json:"apiVersion,omitempty"`
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	Subresource     string `json:"subresource,omitempty"`
+}
+
+// Status is the subset of meta/v1 Status that audit events carry.
+type Status struct {
+	Kind       string         `json:"kind,omitempty"`
+	APIVersion string         `json:"apiVersion,omitempty"`
+	Metadata   map[string]any `json:"metadata,omitempty"`
+	Status     string         `json:"status,omitempty"`
+	Message    string         `json:"message,omitempty"`
+	Reason     string         `json:"reason,omitempty"`
+	Details    map[string]any `json:"details,omitempty"`
+	Code       int64          `json:"code,omitempty"`
+}
