@@ -1,0 +1,207 @@
+package engine
+
+// Match is one rule matching one event.
+type Match struct {
+	Rule *Rule
+	// Output is the rule's output rendered for the event.
+	Output string
+}
+
+// Stats counts what the matcher did. Counters are per matcher and not
+// synchronised: one matcher serves one goroutine.
+type Stats struct {
+	Events      uint64 // events offered
+	Candidates  uint64 // rule evaluations
+	Matches     uint64
+	Exceptions  uint64 // matches dropped by an exception
+	EvalErrors  uint64 // evaluations that failed (counted as no match)
+	NoCandidate uint64 // events with no candidate rule
+}
+
+// Matcher evaluates events against a fixed set of rules, each event only
+// against its candidate rules: those whose kind, namespace and literal
+// constraints (binary, base name, audit verb/resource/subresource, ports) fit
+// the event. A Matcher is built once per rule-set change.
+type Matcher struct {
+	rules  []*Rule
+	byKind [64]*bucket
+	naive  bool
+	Stats  Stats
+	// OnError, when set, is called for each evaluation error.
+	OnError func(r *Rule, ev *Event, err error)
+}
+
+// bucket holds the rules of one event kind, split by their index key.
+type bucket struct {
+	rest        []*Rule // no usable index key: always candidates
+	binary      map[string][]*Rule
+	basename    map[string][]*Rule
+	subresource map[string][]*Rule
+	resource    map[string][]*Rule
+	verb        map[string][]*Rule
+	peerPort    map[int64][]*Rule
+	localPort   map[int64][]*Rule
+}
+
+// NewMatcher indexes rules for matching.
+func NewMatcher(rules []*Rule) *Matcher {
+	m := &Matcher{rules: rules}
+	for i, k := range kinds {
+		var b *bucket
+		for _, r := range rules {
+			if r.kindSet&(1<<i) == 0 {
+				continue
+			}
+			if b == nil {
+				b = &bucket{}
+			}
+			b.add(k, r)
+		}
+		m.byKind[i] = b
+	}
+	return m
+}
+
+// NewNaiveMatcher evaluates every rule's program on every event; it exists as
+// the baseline the indexed matcher is measured and property-tested against.
+func NewNaiveMatcher(rules []*Rule) *Matcher {
+	return &Matcher{rules: rules, naive: true}
+}
+
+// Rules returns the rules the matcher was built with.
+func (m *Matcher) Rules() []*Rule { return m.rules }
+
+func addTo[K comparable](m *map[K][]*Rule, keys []K, r *Rule) {
+	if *m == nil {
+		*m = map[K][]*Rule{}
+	}
+	for _, k := range keys {
+		(*m)[k] = append((*m)[k], r)
+	}
+}
+
+// add files a rule under its most selective key for kind k.
+func (b *bucket) add(k Kind, r *Rule) {
+	c := &r.constraints
+	switch k.Source() {
+	case SourceProcess:
+		if c.Binaries != nil {
+			addTo(&b.binary, c.Binaries, r)
+			return
+		}
+		if c.Basenames != nil {
+			addTo(&b.basename, c.Basenames, r)
+			return
+		}
+	case SourceAudit:
+		switch {
+		case c.AuditSubresources != nil:
+			addTo(&b.subresource, c.AuditSubresources, r)
+			return
+		case c.AuditResources != nil:
+			addTo(&b.resource, c.AuditResources, r)
+			return
+		case c.AuditVerbs != nil:
+			addTo(&b.verb, c.AuditVerbs, r)
+			return
+		}
+	case SourceNetwork:
+		if c.PeerPorts != nil {
+			addTo(&b.peerPort, c.PeerPorts, r)
+			return
+		}
+		if c.LocalPorts != nil {
+			addTo(&b.localPort, c.LocalPorts, r)
+			return
+		}
+	}
+	b.rest = append(b.rest, r)
+}
+
+// Match appends the matches of ev to dst and returns it. Events with no
+// candidate rule cost a few map lookups and allocate nothing.
+func (m *Matcher) Match(ev *Event, dst []Match) []Match {
+	m.Stats.Events++
+	if m.naive {
+		return m.matchNaive(ev, dst)
+	}
+	i := kindIndex(ev.Kind)
+	if i < 0 || m.byKind[i] == nil {
+		m.Stats.NoCandidate++
+		return dst
+	}
+	b := m.byKind[i]
+	var act *activation
+	evaluated := false
+	try := func(rules []*Rule) {
+		for _, r := range rules {
+			if r.namespace != "" && ev.Namespace() != r.namespace {
+				continue
+			}
+			if act == nil {
+				act = &activation{ev: ev}
+			}
+			evaluated = true
+			dst = m.eval(r, act, ev, dst)
+		}
+	}
+	if len(b.rest) > 0 {
+		try(b.rest)
+	}
+	if b.binary != nil {
+		try(b.binary[ev.Process.Binary])
+	}
+	if b.basename != nil {
+		try(b.basename[ev.Process.Name])
+	}
+	if b.subresource != nil {
+		try(b.subresource[ev.Audit.ObjectRef.Subresource])
+	}
+	if b.resource != nil {
+		try(b.resource[ev.Audit.ObjectRef.Resource])
+	}
+	if b.verb != nil {
+		try(b.verb[ev.Audit.Verb])
+	}
+	if b.peerPort != nil {
+		try(b.peerPort[ev.Net.Peer.Port])
+	}
+	if b.localPort != nil {
+		try(b.localPort[ev.Net.Local.Port])
+	}
+	if !evaluated {
+		m.Stats.NoCandidate++
+	}
+	return dst
+}
+
+func (m *Matcher) matchNaive(ev *Event, dst []Match) []Match {
+	act := &activation{ev: ev}
+	for _, r := range m.rules {
+		v := r.eval(act)
+		m.Stats.Candidates++
+		if v.Matched && r.Applies(ev) {
+			m.Stats.Matches++
+			dst = append(dst, Match{Rule: r, Output: r.Output(ev)})
+		}
+	}
+	return dst
+}
+
+func (m *Matcher) eval(r *Rule, act *activation, ev *Event, dst []Match) []Match {
+	m.Stats.Candidates++
+	v := r.eval(act)
+	switch {
+	case v.Err != nil:
+		m.Stats.EvalErrors++
+		if m.OnError != nil {
+			m.OnError(r, ev, v.Err)
+		}
+	case v.Exception != "":
+		m.Stats.Exceptions++
+	case v.Matched:
+		m.Stats.Matches++
+		dst = append(dst, Match{Rule: r, Output: r.Output(ev)})
+	}
+	return dst
+}

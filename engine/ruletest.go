@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+)
+
+// TestResult is the outcome of one test of a rule.
+type TestResult struct {
+	Rule string `json:"rule"`
+	// Test is the test's name.
+	Test   string `json:"test"`
+	Passed bool   `json:"passed"`
+	// Message says why a test failed.
+	Message string `json:"message,omitempty"`
+}
+
+// RunTests runs the tests embedded in a rule's spec. A test passes when the
+// rule (condition, exceptions, kind and namespace scope) matches exactly when
+// the test expects it to, and, if the test names an output, renders it.
+func RunTests(r *Rule) []TestResult {
+	out := make([]TestResult, 0, len(r.spec.Tests))
+	for i, tc := range r.spec.Tests {
+		name := tc.Name
+		if name == "" {
+			name = fmt.Sprintf("tests[%d]", i)
+		}
+		res := TestResult{Rule: r.Name(), Test: name}
+		ev, err := DecodeEvent(tc.Event.Raw)
+		if err != nil {
+			res.Message = fmt.Sprintf("tests[%d].event: %v", i, err)
+			out = append(out, res)
+			continue
+		}
+		res.Passed, res.Message = r.check(&ev, tc.Expect, tc.Output)
+		out = append(out, res)
+	}
+	return out
+}
+
+// check evaluates the rule on ev against an expectation and explains a failure.
+func (r *Rule) check(ev *Event, expect, output string) (bool, string) {
+	v := Verdict{}
+	if r.Applies(ev) {
+		v = r.Eval(ev)
+	}
+	if v.Err != nil {
+		return false, fmt.Sprintf("evaluation failed: %v", v.Err)
+	}
+	switch expect {
+	case v1alpha1.ExpectMatch:
+		if !v.Matched {
+			why := "condition is false"
+			switch {
+			case v.Exception != "":
+				why = fmt.Sprintf("exception %q dropped the match", v.Exception)
+			case !r.Applies(ev):
+				why = fmt.Sprintf("the rule does not see %q events", ev.Kind)
+				if r.namespace != "" {
+					why += " of namespace " + fmt.Sprintf("%q", ev.Namespace())
+				}
+			}
+			return false, "expected a match: " + why
+		}
+		if output != "" {
+			if got := r.Output(ev); got != output {
+				return false, fmt.Sprintf("output %q, want %q", got, output)
+			}
+		}
+		return true, ""
+	case v1alpha1.ExpectNoMatch:
+		if v.Matched {
+			return false, "expected no match, but the rule matched: " + r.Output(ev)
+		}
+		return true, ""
+	}
+	return false, fmt.Sprintf("expect is %q, want %q or %q", expect, v1alpha1.ExpectMatch, v1alpha1.ExpectNoMatch)
+}
+
+// Check evaluates the rule on an event and reports whether it fired, the way
+// test files use it.
+func (r *Rule) Check(ev *Event) Verdict {
+	if !r.Applies(ev) {
+		return Verdict{}
+	}
+	return r.Eval(ev)
+}
