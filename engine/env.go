@@ -78,6 +78,8 @@ func newEnv() (*cel.Env, error) {
 		cel.Function("basename",
 			cel.MemberOverload("string_basename", []*cel.Type{cel.StringType}, cel.StringType,
 				cel.UnaryBinding(func(v ref.Val) ref.Val { return types.String(basename(string(v.(types.String)))) }))),
+		// Last: options after it may not register types.
+		withDynFields(),
 	)
 }
 

@@ -27,7 +27,7 @@ func RunTests(r *Rule) []TestResult {
 			name = fmt.Sprintf("tests[%d]", i)
 		}
 		res := TestResult{Rule: r.Name(), Test: name}
-		ev, err := DecodeEvent(tc.Event.Raw)
+		ev, err := DecodeLine(tc.Event.Raw)
 		if err != nil {
 			res.Message = fmt.Sprintf("tests[%d].event: %v", i, err)
 			out = append(out, res)

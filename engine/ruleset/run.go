@@ -1,0 +1,85 @@
+package ruleset
+
+import (
+	"fmt"
+
+	"github.com/riposte-dev/riposte/engine"
+)
+
+// Result is the outcome of one test: an embedded test, a test-file case
+// against one rule, or a rule that failed to compile.
+type Result struct {
+	// Rule is the rule's ID.
+	Rule string `json:"rule"`
+	Test string `json:"test"`
+	// File and Line locate the test (or the rule for compile failures).
+	File    string `json:"file"`
+	Line    int    `json:"line,omitempty"`
+	Passed  bool   `json:"passed"`
+	Message string `json:"message,omitempty"`
+}
+
+// Run runs every rule's embedded tests and every test file case. A rule that
+// does not compile is one failed result.
+func Run(s *Set) []Result {
+	var out []Result
+	for _, r := range s.Rules {
+		if r.Err != nil {
+			msg := r.Err.Error()
+			if e, ok := r.Err.(*Error); ok {
+				msg = e.Detail()
+			}
+			out = append(out, Result{Rule: r.ID(), Test: "compile", File: r.File, Line: r.Line, Message: msg})
+			continue
+		}
+		for i, tr := range engine.RunTests(r.Compiled) {
+			out = append(out, Result{Rule: r.ID(), Test: tr.Test, File: r.File, Line: r.LineOf(fmt.Sprintf("spec.tests[%d]", i)), Passed: tr.Passed, Message: tr.Message})
+		}
+	}
+	for _, tf := range s.TestFiles {
+		for _, c := range tf.Cases {
+			out = append(out, runCase(s, tf, c)...)
+		}
+	}
+	return out
+}
+
+func runCase(s *Set, tf *TestFile, c TestCase) []Result {
+	ev, err := engine.DecodeLine(c.Event)
+	if err != nil {
+		return []Result{{Rule: "-", Test: c.Name, File: tf.File, Line: c.Line, Message: "event: " + err.Error()}}
+	}
+	var out []Result
+	check := func(id string, want bool) {
+		res := Result{Rule: id, Test: c.Name, File: tf.File, Line: c.Line}
+		r := s.Rule(id)
+		switch {
+		case r == nil:
+			res.Message = fmt.Sprintf("no rule %q is loaded", id)
+		case r.Compiled == nil:
+			res.Message = "the rule does not compile"
+		default:
+			v := r.Compiled.Check(&ev)
+			switch {
+			case v.Err != nil:
+				res.Message = "evaluation failed: " + v.Err.Error()
+			case v.Matched == want:
+				res.Passed = true
+			case want && v.Exception != "":
+				res.Message = fmt.Sprintf("expected a match: exception %q dropped it", v.Exception)
+			case want:
+				res.Message = "expected a match, the rule did not fire"
+			default:
+				res.Message = "expected no match, but the rule fired: " + r.Compiled.Output(&ev)
+			}
+		}
+		out = append(out, res)
+	}
+	for _, id := range c.Match {
+		check(id, true)
+	}
+	for _, id := range c.NoMatch {
+		check(id, false)
+	}
+	return out
+}
