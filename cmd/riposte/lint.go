@@ -57,4 +57,3 @@ func lintCmd(args []string) int {
 	}
 	return exitOK
 }
-
