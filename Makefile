@@ -25,3 +25,7 @@ $(CONTROLLER_GEN):
 generate: $(CONTROLLER_GEN) ## regenerate deepcopy, CRDs and bpf2go output
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+
+.PHONY: testenv
+testenv: ## build the test control plane (etcd, kube-apiserver, …) once into .cache/testenv/<key>/bin
+	@bash test/tools/build.sh $(CACHE)
