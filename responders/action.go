@@ -1,0 +1,112 @@
+package responders
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+)
+
+// Request is one step to run for one Incident.
+type Request struct {
+	Incident *v1alpha1.Incident
+	// Playbook is the key recorded in StepStatus.Playbook.
+	Playbook string
+	Spec     *v1alpha1.ResponsePlaybookSpec
+	Step     v1alpha1.Step
+	// StepName is the step's unique name inside the playbook.
+	StepName string
+	// Undo is what Prepare recorded (and the Runner persisted) before Do runs.
+	Undo map[string]string
+}
+
+// Subject returns the Incident's subject.
+func (r *Request) Subject() *v1alpha1.Subject { return &r.Incident.Spec.Subject }
+
+// Result is what an action did, for the Incident status.
+type Result struct {
+	Message string
+	// Undo is merged into the undo data recorded by Prepare.
+	Undo map[string]string
+	// Evidence is appended to the Incident's evidence list.
+	Evidence *v1alpha1.Evidence
+}
+
+// Action performs one kind of response step.
+type Action interface {
+	// Plan says what Do would change, for dry-run; it must not change anything.
+	Plan(ctx context.Context, req *Request) (string, error)
+	// Do performs the step. It is called again with the same Undo data after a
+	// restart that interrupted it, so it must be idempotent.
+	Do(ctx context.Context, req *Request) (Result, error)
+}
+
+// Preparer is implemented by actions that must record state before changing it
+// (previous replicas, previous labels); the Runner persists the returned undo
+// data in the Incident status before calling Do, so a crash in between loses
+// nothing.
+type Preparer interface {
+	Prepare(ctx context.Context, req *Request) (map[string]string, error)
+}
+
+// Reverter is implemented by actions that can be undone (riposte.dev/revert=true).
+type Reverter interface {
+	Revert(ctx context.Context, req *Request) (string, error)
+}
+
+// Node does what only the agent on the subject's node can do. The controller has
+// no Node unless it runs on the node itself; the agent implements it
+// (package responders/node).
+type Node interface {
+	// IsolatePod enforces deny-all (except allow) on the pod's cgroup in the
+	// kernel and returns a description of what was attached.
+	IsolatePod(ctx context.Context, podUID string, allow []Peer) (string, error)
+	// ReleasePod removes what IsolatePod attached; it succeeds when nothing is attached.
+	ReleasePod(ctx context.Context, podUID string) error
+	// KillProcess sends SIGKILL to pid after checking it still belongs to the
+	// container (PIDs are reused).
+	KillProcess(ctx context.Context, pid int, containerID string) error
+	// KillContainer kills every process of the container's cgroup.
+	KillContainer(ctx context.Context, podUID, containerID string) error
+}
+
+// Peer is a destination an isolated pod may still reach; a zero Port means any port.
+type Peer struct {
+	Net  *net.IPNet
+	Port uint16
+}
+
+// ErrRefused marks a guardrail refusal: the step is Skipped, not Failed, and the
+// message says why.
+var ErrRefused = errors.New("refused")
+
+func refused(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+}
+
+// Actions is the set of actions a Runner knows, by name.
+type Actions map[v1alpha1.Action]Action
+
+// Defaults returns every API-side action wired to c; node is optional (nil
+// means the kernel layer of isolate and process/container kill are unavailable)
+// and logs, store may be nil to skip log capture or evidence capture.
+func Defaults(c client.Client, node Node, logs LogReader, store EvidenceStore) Actions {
+	a := Actions{
+		v1alpha1.ActionIsolate:    &Isolate{Client: c, Node: node},
+		v1alpha1.ActionQuarantine: &Quarantine{Client: c},
+		v1alpha1.ActionKill:       &Kill{Client: c, Node: node},
+		v1alpha1.ActionScale:      &Scale{Client: c},
+		v1alpha1.ActionLabel:      &Label{Client: c},
+		v1alpha1.ActionAnnotate:   &Label{Client: c, Annotations: true},
+		v1alpha1.ActionCordon:     &Cordon{Client: c},
+		v1alpha1.ActionNotify:     &Notify{},
+	}
+	if store != nil {
+		a[v1alpha1.ActionCapture] = &Capture{Reader: c, Logs: logs, Store: store}
+	}
+	return a
+}

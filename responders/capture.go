@@ -1,0 +1,259 @@
+package responders
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/internal/evidence"
+)
+
+// EvidenceStore keeps evidence bundles (evidence.Dir on a node folder or PVC).
+type EvidenceStore interface {
+	Write(ctx context.Context, id string, files []evidence.File, now time.Time) (evidence.Sealed, error)
+}
+
+// LogReader reads container logs through the API server (which asks the kubelet).
+type LogReader interface {
+	Logs(ctx context.Context, namespace, pod, container string, previous bool, lines int64) ([]byte, error)
+}
+
+// ClientsetLogs reads logs with a client-go clientset.
+type ClientsetLogs struct{ Clientset kubernetes.Interface }
+
+// Logs implements LogReader.
+func (l ClientsetLogs) Logs(ctx context.Context, ns, pod, container string, previous bool, lines int64) ([]byte, error) {
+	return l.Clientset.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: previous, TailLines: &lines, Timestamps: true}).DoRaw(ctx)
+}
+
+// Capture writes the API-side evidence of the subject pod — manifest, owner
+// chain, Events, logs (current and previous), the Incident and its sample
+// events — into an evidence bundle, before the pod can disappear. Secrets and
+// environment values are redacted unless the step opts in.
+type Capture struct {
+	// Reader should bypass caches (a manager's APIReader): Events are listed by
+	// field selector and evidence must be what the API server holds now.
+	Reader client.Reader
+	Logs   LogReader
+	Store  EvidenceStore
+}
+
+// Redacted replaces values that may hold secrets.
+const Redacted = "<redacted by riposte>"
+
+// redact walks an object and blanks env values and last-applied configuration
+// (which repeats the env of the object it was applied from).
+func redact(v any) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, child := range t {
+			if k == "env" {
+				if items, ok := child.([]any); ok {
+					for _, it := range items {
+						if m, ok := it.(map[string]any); ok {
+							if _, has := m["value"]; has {
+								m["value"] = Redacted
+							}
+						}
+					}
+				}
+			}
+			if k == "kubectl.kubernetes.io/last-applied-configuration" {
+				t[k] = Redacted
+				continue
+			}
+			redact(child)
+		}
+	case []any:
+		for _, c := range t {
+			redact(c)
+		}
+	}
+}
+
+func toYAML(obj any, keepSecrets bool) ([]byte, error) {
+	var m map[string]any
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		m = u.DeepCopy().Object
+	} else {
+		var err error
+		if m, err = runtime.DefaultUnstructuredConverter.ToUnstructured(obj); err != nil {
+			return nil, err
+		}
+	}
+	if !keepSecrets {
+		redact(m)
+	}
+	return yaml.Marshal(m)
+}
+
+// Plan implements Action.
+func (a *Capture) Plan(ctx context.Context, req *Request) (string, error) {
+	s := req.Subject()
+	red := "secrets and env values redacted"
+	if req.Step.Capture != nil && req.Step.Capture.IncludeSecrets {
+		red = "secrets and env values kept"
+	}
+	return fmt.Sprintf("capture pod %s/%s manifest, owner chain, events and logs into an evidence bundle (%s)", s.Namespace, s.Pod, red), nil
+}
+
+// Do implements Action. A rerun replaces the bundle with a fresh capture.
+func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
+	s := req.Subject()
+	params := req.Step.Capture
+	if params == nil {
+		params = &v1alpha1.CaptureParams{}
+	}
+	var files []evidence.File
+	var missing []string
+	add := func(name string, data []byte) { files = append(files, evidence.File{Name: name, Data: data}) }
+
+	inc, err := json.MarshalIndent(req.Incident, "", "  ")
+	if err != nil {
+		return Result{}, err
+	}
+	add("incident.json", inc)
+	if len(req.Incident.Status.SampleEvents) > 0 {
+		ev, _ := json.MarshalIndent(req.Incident.Status.SampleEvents, "", "  ")
+		add("events/matched.json", ev)
+	}
+
+	if s.Pod != "" {
+		p, err := pod(ctx, a.Reader, s)
+		if err != nil {
+			missing = append(missing, err.Error())
+		} else {
+			y, err := toYAML(p, params.IncludeSecrets)
+			if err != nil {
+				return Result{}, fmt.Errorf("encode pod: %w", err)
+			}
+			add("pod.yaml", y)
+			owners, errs := a.owners(ctx, p, params.IncludeSecrets)
+			if len(owners) > 0 {
+				add("owners.yaml", owners)
+			}
+			missing = append(missing, errs...)
+			var evs corev1.EventList
+			if err := a.Reader.List(ctx, &evs, client.InNamespace(p.Namespace), client.MatchingFields{"involvedObject.uid": string(p.UID)}); err != nil {
+				missing = append(missing, fmt.Sprintf("events: %v", err))
+			} else {
+				y, _ := yaml.Marshal(evs.Items)
+				add("kube-events.yaml", y)
+			}
+			missing = append(missing, a.logs(ctx, p, params, add)...)
+		}
+	}
+	if len(missing) > 0 {
+		add("not-captured.txt", []byte(strings.Join(missing, "\n")+"\n"))
+	}
+	id := fmt.Sprintf("%s/%s/%s", req.Incident.Namespace, req.Incident.Name, strings.ReplaceAll(req.Playbook+"-"+req.StepName, "/", "_"))
+	sealed, err := a.Store.Write(ctx, id, files, time.Now())
+	if err != nil {
+		return Result{}, fmt.Errorf("store evidence: %w", err)
+	}
+	at := metav1.NewTime(sealed.CapturedAt)
+	msg := fmt.Sprintf("%d files at %s, manifest sha256 %s", sealed.Files, sealed.Location, sealed.ManifestSHA256)
+	if len(missing) > 0 {
+		msg += fmt.Sprintf(" (%d items not captured, see not-captured.txt)", len(missing))
+	}
+	return Result{
+		Message:  msg,
+		Undo:     map[string]string{"bundle": sealed.Location},
+		Evidence: &v1alpha1.Evidence{Location: sealed.Location, ManifestSHA256: sealed.ManifestSHA256, Files: int32(sealed.Files), CapturedAt: &at},
+	}, nil
+}
+
+// owners walks the controller chain (Pod → ReplicaSet → Deployment, Job →
+// CronJob, a static pod's Node) generically, so any owner kind is captured.
+func (a *Capture) owners(ctx context.Context, p *corev1.Pod, keepSecrets bool) ([]byte, []string) {
+	var docs []string
+	var errs []string
+	refs, ns := p.OwnerReferences, p.Namespace
+	for depth := 0; depth < 5 && len(refs) > 0; depth++ {
+		var ref *metav1.OwnerReference
+		for i := range refs {
+			if refs[i].Controller != nil && *refs[i].Controller {
+				ref = &refs[i]
+			}
+		}
+		if ref == nil {
+			ref = &refs[0]
+		}
+		gv, err := schema.ParseGroupVersion(ref.APIVersion)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("owner %s %s: %v", ref.Kind, ref.Name, err))
+			break
+		}
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gv.WithKind(ref.Kind))
+		key := client.ObjectKey{Namespace: ns, Name: ref.Name}
+		if ref.Kind == "Node" {
+			key.Namespace = ""
+		}
+		if err := a.Reader.Get(ctx, key, u); err != nil {
+			errs = append(errs, fmt.Sprintf("owner %s %s: %v", ref.Kind, ref.Name, err))
+			break
+		}
+		y, err := toYAML(u, keepSecrets)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("owner %s %s: %v", ref.Kind, ref.Name, err))
+			break
+		}
+		docs = append(docs, string(y))
+		refs = u.GetOwnerReferences()
+	}
+	if len(docs) == 0 {
+		return nil, errs
+	}
+	return []byte(strings.Join(docs, "---\n")), errs
+}
+
+func (a *Capture) logs(ctx context.Context, p *corev1.Pod, params *v1alpha1.CaptureParams, add func(string, []byte)) []string {
+	if a.Logs == nil {
+		return []string{"logs: no log reader configured"}
+	}
+	lines := params.LogLines
+	if lines == 0 {
+		lines = 1000
+	}
+	var missing []string
+	for _, c := range p.Spec.Containers {
+		for _, prev := range []bool{false, true} {
+			name := "logs/" + c.Name + ".log"
+			if prev {
+				name = "logs/" + c.Name + ".previous.log"
+				if !restarted(p, c.Name) {
+					continue
+				}
+			}
+			b, err := a.Logs.Logs(ctx, p.Namespace, p.Name, c.Name, prev, lines)
+			if err != nil {
+				missing = append(missing, fmt.Sprintf("%s: %v", name, err))
+				continue
+			}
+			add(name, b)
+		}
+	}
+	return missing
+}
+
+func restarted(p *corev1.Pod, container string) bool {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == container {
+			return cs.RestartCount > 0
+		}
+	}
+	return false
+}

@@ -1,0 +1,199 @@
+package responders
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+)
+
+// IsolateLabel selects isolated pods; its value is the pod's UID so one pod's
+// policy never selects another.
+const IsolateLabel = "riposte.dev/isolate"
+
+// Isolate cuts a pod off the network in two layers: a deny-all NetworkPolicy
+// selected by IsolateLabel, and (through Node, on the pod's node) cgroup_skb
+// programs on the pod's cgroup, because many CNIs silently ignore NetworkPolicy.
+type Isolate struct {
+	Client client.Client
+	// Node enforces the kernel layer; nil records that it was not enforced.
+	Node Node
+}
+
+func policyName(pod string) string {
+	n := "riposte-isolate-" + pod
+	if len(n) > 253 {
+		n = n[:253]
+	}
+	return n
+}
+
+// Peers converts the playbook's allow list for the kernel layer.
+func Peers(p *v1alpha1.IsolateParams) ([]Peer, error) {
+	if p == nil {
+		return nil, nil
+	}
+	var peers []Peer
+	if p.AllowDNS {
+		peers = append(peers, Peer{Port: 53})
+	}
+	for _, a := range p.AllowEgress {
+		_, n, err := net.ParseCIDR(a.CIDR)
+		if err != nil {
+			return nil, fmt.Errorf("allowEgress cidr %q: %w", a.CIDR, err)
+		}
+		peers = append(peers, Peer{Net: n, Port: uint16(a.Port)})
+	}
+	return peers, nil
+}
+
+func describePeers(peers []Peer) string {
+	if len(peers) == 0 {
+		return "nothing"
+	}
+	var s []string
+	for _, p := range peers {
+		d := "any"
+		if p.Net != nil {
+			d = p.Net.String()
+		}
+		if p.Port != 0 {
+			d += fmt.Sprintf(":%d", p.Port)
+		}
+		s = append(s, d)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Policy returns the NetworkPolicy that isolates pod.
+func Policy(pod *corev1.Pod, params *v1alpha1.IsolateParams) *networkingv1.NetworkPolicy {
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      policyName(pod.Name),
+			Namespace: pod.Namespace,
+			Labels:    map[string]string{"app.kubernetes.io/managed-by": "riposte"},
+			// Owned by the pod so the policy goes away with it.
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}},
+		},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{IsolateLabel: string(pod.UID)}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{},
+			Egress:      []networkingv1.NetworkPolicyEgressRule{},
+		},
+	}
+	if params == nil {
+		return np
+	}
+	if params.AllowDNS {
+		udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+		port := intstr.FromInt32(53)
+		np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &port}, {Protocol: &tcp, Port: &port}},
+		})
+	}
+	for _, a := range params.AllowEgress {
+		rule := networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: a.CIDR}}}}
+		if a.Port != 0 {
+			tcp := corev1.ProtocolTCP
+			port := intstr.FromInt32(a.Port)
+			rule.Ports = []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}
+		}
+		np.Spec.Egress = append(np.Spec.Egress, rule)
+	}
+	return np
+}
+
+// Plan implements Action.
+func (a *Isolate) Plan(ctx context.Context, req *Request) (string, error) {
+	s := req.Subject()
+	peers, err := Peers(req.Step.Isolate)
+	if err != nil {
+		return "", err
+	}
+	kernel := "no node agent in this process, kernel layer not enforced"
+	if a.Node != nil {
+		kernel = "cgroup_skb ingress+egress on the pod's cgroup"
+	}
+	return fmt.Sprintf("isolate pod %s/%s: NetworkPolicy %s denying all ingress and egress except %s, label %s=%s; %s",
+		s.Namespace, s.Pod, policyName(s.Pod), describePeers(peers), IsolateLabel, s.PodUID, kernel), nil
+}
+
+// Do implements Action.
+func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
+	peers, err := Peers(req.Step.Isolate)
+	if err != nil {
+		return Result{}, err
+	}
+	p, err := pod(ctx, a.Client, req.Subject())
+	if err != nil {
+		return Result{}, err
+	}
+	// Policy first: the label alone would select nothing, the policy alone nothing either.
+	want := Policy(p, req.Step.Isolate)
+	if err := a.Client.Create(ctx, want); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return Result{}, fmt.Errorf("create NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		var have networkingv1.NetworkPolicy
+		if err := a.Client.Get(ctx, client.ObjectKeyFromObject(want), &have); err != nil {
+			return Result{}, fmt.Errorf("get NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		have.Spec = want.Spec
+		if err := a.Client.Update(ctx, &have); err != nil {
+			return Result{}, fmt.Errorf("update NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
+		}
+	}
+	if err := mergePatch(ctx, a.Client, p, metaPatch("labels", map[string]any{IsolateLabel: string(p.UID)})); err != nil {
+		return Result{}, fmt.Errorf("label pod %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	undo := map[string]string{"networkPolicy": want.Name, "podUID": string(p.UID)}
+	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s; ", want.Namespace, want.Name, describePeers(peers))
+	if a.Node == nil {
+		return Result{Message: msg + "kernel: not enforced (no node agent in this process)", Undo: undo}, nil
+	}
+	desc, err := a.Node.IsolatePod(ctx, string(p.UID), peers)
+	if err != nil {
+		return Result{Undo: undo}, fmt.Errorf("%skernel: isolate pod %s/%s: %w", msg, p.Namespace, p.Name, err)
+	}
+	undo["kernel"] = "attached"
+	return Result{Message: msg + "kernel: " + desc, Undo: undo}, nil
+}
+
+// Revert implements Reverter: policy, label and kernel programs are removed.
+func (a *Isolate) Revert(ctx context.Context, req *Request) (string, error) {
+	s := req.Subject()
+	name := req.Undo["networkPolicy"]
+	if name == "" {
+		name = policyName(s.Pod)
+	}
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: name}}
+	if err := ignoreNotFound(a.Client.Delete(ctx, np)); err != nil {
+		return "", fmt.Errorf("delete NetworkPolicy %s/%s: %w", s.Namespace, name, err)
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Pod}}
+	if err := ignoreNotFound(mergePatch(ctx, a.Client, p, metaPatch("labels", map[string]any{IsolateLabel: nil}))); err != nil {
+		return "", fmt.Errorf("unlabel pod %s/%s: %w", s.Namespace, s.Pod, err)
+	}
+	msg := fmt.Sprintf("deleted NetworkPolicy %s/%s and label %s", s.Namespace, name, IsolateLabel)
+	if req.Undo["kernel"] != "" {
+		if a.Node == nil {
+			return "", fmt.Errorf("%s; kernel programs are attached but no node agent in this process can remove them", msg)
+		}
+		uid := req.Undo["podUID"]
+		if err := a.Node.ReleasePod(ctx, uid); err != nil {
+			return "", fmt.Errorf("%s; kernel: release pod %s: %w", msg, uid, err)
+		}
+		msg += "; kernel programs detached"
+	}
+	return msg, nil
+}
