@@ -29,3 +29,24 @@ generate: $(CONTROLLER_GEN) ## regenerate deepcopy, CRDs and bpf2go output
 .PHONY: testenv
 testenv: ## build the test control plane (etcd, kube-apiserver, …) once into .cache/testenv/<key>/bin
 	@bash test/tools/build.sh $(CACHE)
+
+# ---- agent (bpf/, internal/agent): Debian packages clang llvm libbpf-dev bpftool
+BPF_DIR := bpf
+
+.PHONY: generate-bpf
+generate-bpf: ## regenerate bpf/c/vmlinux.h (from this kernel's BTF) and the bpf2go output
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $(BPF_DIR)/c/vmlinux.h
+	cd $(BPF_DIR) && $(GO) generate ./...
+
+.PHONY: check-generated-bpf
+check-generated-bpf: ## fail if the committed bpf2go output differs from the C sources (vmlinux.h kept)
+	cd $(BPF_DIR) && $(GO) generate ./...
+	git diff --exit-code -- $(BPF_DIR)/sensors_x86_bpfel.go $(BPF_DIR)/sensors_x86_bpfel.o
+
+.PHONY: test-agent
+test-agent: ## agent tests against the real kernel (root, BTF); they fail, not skip, without them
+	$(GO) test -count=1 ./bpf/... ./internal/agent/...
+
+.PHONY: fuzz-bpf
+fuzz-bpf: ## fuzz the ring-buffer record decoder for 30s
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./bpf
