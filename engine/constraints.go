@@ -416,3 +416,49 @@ func (c Constraints) Explain() string {
 	}
 	return strings.Join(parts, " && ")
 }
+
+// Admits reports whether an event satisfies the constraints. It is the
+// reference semantics of the prefilter: for every rule r and event e,
+// r matching e implies r.Constraints().Admits(e).
+func (c Constraints) Admits(ev *Event) bool {
+	if !slices.Contains(c.Kinds, ev.Kind) {
+		return false
+	}
+	if c.Binaries != nil && !slices.Contains(c.Binaries, ev.Process.Binary) {
+		return false
+	}
+	if c.Basenames != nil && !slices.Contains(c.Basenames, basename(ev.Process.Binary)) && !slices.Contains(c.Basenames, ev.Process.Name) {
+		return false
+	}
+	if c.PathPrefixes != nil && !slices.ContainsFunc(c.PathPrefixes, func(p string) bool { return strings.HasPrefix(ev.File.Path, p) }) {
+		return false
+	}
+	if c.PeerPorts != nil && !slices.Contains(c.PeerPorts, ev.Net.Peer.Port) {
+		return false
+	}
+	if c.LocalPorts != nil && !slices.Contains(c.LocalPorts, ev.Net.Local.Port) {
+		return false
+	}
+	if c.PeerCIDRs != nil {
+		addr, err := netip.ParseAddr(ev.Net.Peer.IP)
+		if err != nil || !slices.ContainsFunc(c.PeerCIDRs, func(p netip.Prefix) bool { return p.Contains(addr.Unmap()) }) {
+			return false
+		}
+	}
+	if c.AuditVerbs != nil && !slices.Contains(c.AuditVerbs, ev.Audit.Verb) {
+		return false
+	}
+	if c.AuditResources != nil && !slices.Contains(c.AuditResources, ev.Audit.ObjectRef.Resource) {
+		return false
+	}
+	if c.AuditSubresources != nil && !slices.Contains(c.AuditSubresources, ev.Audit.ObjectRef.Subresource) {
+		return false
+	}
+	if c.ContainerOnly && ev.Container.ID == "" {
+		return false
+	}
+	if c.Namespace != "" && ev.Namespace() != c.Namespace {
+		return false
+	}
+	return true
+}

@@ -1,5 +1,7 @@
 package engine
 
+import "strings"
+
 // Match is one rule matching one event.
 type Match struct {
 	Rule *Rule
@@ -41,6 +43,9 @@ type bucket struct {
 	verb        map[string][]*Rule
 	peerPort    map[int64][]*Rule
 	localPort   map[int64][]*Rule
+	// pathDir files rules by the leading directories of their file.path
+	// prefixes: "/etc/" or "/var/run/" (at most two levels).
+	pathDir map[string][]*Rule
 }
 
 // NewMatcher indexes rules for matching.
@@ -105,6 +110,11 @@ func (b *bucket) add(k Kind, r *Rule) {
 			addTo(&b.verb, c.AuditVerbs, r)
 			return
 		}
+	case SourceFile:
+		if dirs, ok := pathDirs(c.PathPrefixes); ok {
+			addTo(&b.pathDir, dirs, r)
+			return
+		}
 	case SourceNetwork:
 		if c.PeerPorts != nil {
 			addTo(&b.peerPort, c.PeerPorts, r)
@@ -163,6 +173,15 @@ func (m *Matcher) Match(ev *Event, dst []Match) []Match {
 	if b.verb != nil {
 		try(b.verb[ev.Audit.Verb])
 	}
+	if b.pathDir != nil {
+		d1, d2 := leadingDirs(ev.File.Path)
+		if d1 != "" {
+			try(b.pathDir[d1])
+		}
+		if d2 != "" {
+			try(b.pathDir[d2])
+		}
+	}
 	if b.peerPort != nil {
 		try(b.peerPort[ev.Net.Peer.Port])
 	}
@@ -204,4 +223,45 @@ func (m *Matcher) eval(r *Rule, act *activation, ev *Event, dst []Match) []Match
 		dst = append(dst, Match{Rule: r, Output: r.Output(ev)})
 	}
 	return dst
+}
+
+// leadingDirs returns the first one and two directory levels of a path with
+// their trailing slash ("/var/", "/var/run/"), or "" where the path has none.
+// Slicing allocates nothing.
+func leadingDirs(p string) (d1, d2 string) {
+	if len(p) < 2 || p[0] != '/' {
+		return "", ""
+	}
+	i := strings.IndexByte(p[1:], '/')
+	if i < 0 {
+		return "", ""
+	}
+	d1 = p[:i+2]
+	j := strings.IndexByte(p[len(d1):], '/')
+	if j < 0 {
+		return d1, ""
+	}
+	return d1, p[:len(d1)+j+1]
+}
+
+// pathDirs maps path prefixes to index keys: each prefix must contain at
+// least one whole directory, and is filed under its deepest of the first two.
+// A prefix like "/et" cannot be indexed and the rule stays always-candidate.
+func pathDirs(prefixes []string) ([]string, bool) {
+	if prefixes == nil {
+		return nil, false
+	}
+	out := make([]string, 0, len(prefixes))
+	for _, p := range prefixes {
+		d1, d2 := leadingDirs(p)
+		switch {
+		case d2 != "":
+			out = append(out, d2)
+		case d1 != "":
+			out = append(out, d1)
+		default:
+			return nil, false
+		}
+	}
+	return out, true
 }

@@ -189,7 +189,7 @@ func compileExpr(env *cel.Env, rule, field, expr string, want *cel.Type) (*cel.A
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
 		e := iss.Errors()[0]
-		ce := &CompileError{Rule: rule, Field: field, Msg: e.Message}
+		ce := &CompileError{Rule: rule, Field: field, Msg: strings.TrimSuffix(e.Message, " (in container '')")}
 		if loc := e.Location; loc != nil && loc.Line() > 0 {
 			ce.Line, ce.Column = loc.Line(), loc.Column()+1
 			ce.Source = caretLine(expr, ce.Line, ce.Column)

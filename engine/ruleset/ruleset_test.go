@@ -1,0 +1,207 @@
+package ruleset
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func load(t *testing.T, paths ...string) (*Set, []error) {
+	t.Helper()
+	return Load(paths...)
+}
+
+func TestMalformedYAMLNamesFileAndLineAndKeepsEarlierDocuments(t *testing.T) {
+	s, errs := load(t, "testdata/bad/malformed.yaml")
+	if len(errs) != 1 {
+		t.Fatalf("want one error, got %v", errs)
+	}
+	var e *Error
+	if !errors.As(errs[0], &e) || e.File != "testdata/bad/malformed.yaml" || e.Line != 16 {
+		t.Fatalf("want the error at testdata/bad/malformed.yaml:16, got %v", errs[0])
+	}
+	if len(s.Rules) != 1 || s.Rules[0].Name != "fine" || s.Rules[0].Compiled == nil {
+		t.Fatalf("the valid document before the bad one must still load, got %+v", s.Rules)
+	}
+}
+
+func TestUnknownFieldsAreErrorsWithLine(t *testing.T) {
+	_, errs := load(t, "testdata/bad/unknown-field.yaml")
+	want := map[string]int{`unknown field "spec.condtion"`: 8, `unknown field "spec.tests[0].expected"`: 22}
+	if len(errs) != len(want) {
+		t.Fatalf("want %d errors, got %v", len(want), errs)
+	}
+	for _, err := range errs {
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("not an *Error: %v", err)
+		}
+		line, ok := want[e.Msg]
+		if !ok || e.Line != line {
+			t.Errorf("got %v; want one of %v", err, want)
+		}
+	}
+}
+
+func TestBrokenCELNamesRuleFieldLineAndColumn(t *testing.T) {
+	s, errs := load(t, "testdata/bad/bad-cel.yaml")
+	if len(errs) != 0 {
+		t.Fatalf("CEL errors are rule failures, not load errors: %v", errs)
+	}
+	if s.Skipped != 1 {
+		t.Fatalf("the ConfigMap must be skipped, Skipped=%d", s.Skipped)
+	}
+	r := s.Rule("bad-cel")
+	if r == nil || r.Err == nil {
+		t.Fatalf("bad-cel must fail to compile: %+v", r)
+	}
+	got := r.Err.Error()
+	want := `testdata/bad/bad-cel.yaml:8: rule "bad-cel": spec.condition 2:1: undeclared reference to 'proces'`
+	if !strings.HasPrefix(got, want) {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	if d := r.Err.(*Error).Detail(); !strings.Contains(d, "proces.binary == \"/bin/sh\"\n    ^") {
+		t.Fatalf("detail lacks the caret line:\n%s", d)
+	}
+	if s.Rule("good").Compiled == nil {
+		t.Fatal("a good rule next to a bad one must compile")
+	}
+}
+
+func TestRunReportsEveryFailureWithItsPlace(t *testing.T) {
+	s, errs := load(t, "testdata/bad/wrong-test.yaml", "testdata/bad/wrong.test.yaml")
+	if len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	results := Run(s)
+	type key struct{ rule, test string }
+	got := map[key]Result{}
+	for _, r := range results {
+		got[key{r.Rule, r.Test}] = r
+	}
+	checks := []struct {
+		rule, test string
+		passed     bool
+		msg        string
+		line       int
+	}{
+		{"wrong-test", "sh fires", true, "", 10},
+		{"wrong-test", "bash claimed to fire", false, "expected a match: condition is false", 11},
+		{"wrong-test", "misspelt event", false, `unknown field "proces"`, 12},
+		{"no-such-rule", "sh exec", false, `no rule "no-such-rule" is loaded`, 2},
+	}
+	for _, c := range checks {
+		r, ok := got[key{c.rule, c.test}]
+		if !ok {
+			t.Fatalf("no result for %s / %s in %+v", c.rule, c.test, results)
+		}
+		if r.Passed != c.passed || !strings.Contains(r.Message, c.msg) || r.Line != c.line {
+			t.Errorf("%s / %s: got passed=%v line=%d %q, want passed=%v line=%d %q", c.rule, c.test, r.Passed, r.Line, r.Message, c.passed, c.line, c.msg)
+		}
+	}
+	// The test file asks wrong-test both to fire and not to fire: one passes, one fails.
+	pass, fail := 0, 0
+	for _, r := range results {
+		if r.Rule == "wrong-test" && r.Test == "sh exec" {
+			if r.Passed {
+				pass++
+			} else {
+				fail++
+			}
+		}
+	}
+	if pass != 1 || fail != 1 {
+		t.Fatalf("test file results for wrong-test: %d passed %d failed, want 1 and 1", pass, fail)
+	}
+}
+
+func TestLintFindings(t *testing.T) {
+	s, _ := load(t, "testdata/bad/bad-cel.yaml", "testdata/bad/bad-cel.yaml")
+	var details []string
+	for _, f := range Lint(s) {
+		details = append(details, f.Detail)
+	}
+	all := strings.Join(details, "\n")
+	for _, want := range []string{
+		`ClusterDetectionRule "good" is also defined at testdata/bad/bad-cel.yaml:17`,
+		`rule "good" has no test that expects no match`,
+		`playbook "missing-playbook": no ClusterResponsePlaybook of that name is loaded`,
+		`undeclared reference to 'proces'`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, all)
+		}
+	}
+}
+
+func TestWriteJUnit(t *testing.T) {
+	s, _ := load(t, "testdata/bad/wrong-test.yaml")
+	var buf bytes.Buffer
+	if err := WriteJUnit(&buf, Run(s)); err != nil {
+		t.Fatal(err)
+	}
+	var doc junitSuites
+	if err := xml.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatalf("invalid XML: %v\n%s", err, buf.String())
+	}
+	if doc.Tests != 3 || doc.Failures != 2 || len(doc.Suites) != 1 || doc.Suites[0].Name != "wrong-test" {
+		t.Fatalf("got %+v", doc)
+	}
+}
+
+func TestShippedLibraryLoadsAndPasses(t *testing.T) {
+	s, errs := load(t, filepath.Join("..", "..", "rules"))
+	if len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	if len(s.Rules) < 10 {
+		t.Fatalf("the library has %d rules, want at least 10", len(s.Rules))
+	}
+	sources := map[string]int{}
+	for _, r := range Run(s) {
+		if !r.Passed {
+			t.Errorf("%s / %s failed: %s", r.Rule, r.Test, r.Message)
+		}
+	}
+	for _, r := range s.Rules {
+		sources[r.Spec.Source]++
+	}
+	if sources["audit"] == 0 || sources["process"] == 0 {
+		t.Fatalf("want audit and process rules, got %v", sources)
+	}
+	for _, f := range Lint(s) {
+		t.Errorf("lint: %s", f.Detail)
+	}
+}
+
+// FuzzLoad: no rule file panics the loader.
+func FuzzLoad(f *testing.F) {
+	for _, p := range []string{"testdata/bad/malformed.yaml", "testdata/bad/unknown-field.yaml", "testdata/bad/bad-cel.yaml", "testdata/bad/wrong-test.yaml", "../../rules/process/shell-in-container.yaml", "../../rules/audit/reconnaissance.yaml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, false)
+	}
+	b, _ := os.ReadFile("testdata/bad/wrong.test.yaml")
+	f.Add(b, true)
+	f.Add([]byte("a: &x [*x]\n"), false)
+	f.Add([]byte("--- !!binary\n"), false)
+	f.Fuzz(func(t *testing.T, data []byte, test bool) {
+		name := "f.yaml"
+		if test {
+			name = "f.test.yaml"
+		}
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, _ := Load(p)
+		_ = Run(s)
+		_ = Lint(s)
+	})
+}
