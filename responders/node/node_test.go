@@ -1,0 +1,288 @@
+package node_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/riposte-dev/riposte/responders"
+	"github.com/riposte-dev/riposte/responders/node"
+)
+
+// The test binary doubles as the "container" process: with RIPOSTE_HELPER set
+// it runs as an echo server (serve) or an echo client (dial:<addr>) instead of
+// the tests, so its sockets are created inside the pod cgroup it starts in.
+func TestMain(m *testing.M) {
+	switch mode := os.Getenv("RIPOSTE_HELPER"); {
+	case mode == "serve":
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(1)
+			}
+			go echo(c)
+		}
+	case strings.HasPrefix(mode, "dial:"):
+		c, err := net.Dial("tcp4", strings.TrimPrefix(mode, "dial:"))
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		fmt.Println("connected")
+		echo(c)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func echo(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := c.Write([]byte(line)); err != nil {
+			return
+		}
+	}
+}
+
+// Pod is a kubelet-style pod cgroup (kubepods/besteffort/pod<uid>/<container>)
+// under a private root in the real cgroup v2 hierarchy.
+type Pod struct {
+	Root, UID, ContainerID, Dir string
+}
+
+// NewPod creates the cgroups; it fails (never skips) without cgroup v2 or root.
+func NewPod(t *testing.T) *Pod {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("this test needs root to create cgroups and load BPF programs")
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(node.DefaultCgroupRoot, &st); err != nil || st.Type != 0x63677270 {
+		t.Fatalf("cgroup v2 is not mounted at %s (statfs: %v): the kernel isolation test needs it", node.DefaultCgroupRoot, err)
+	}
+	root, err := os.MkdirTemp(node.DefaultCgroupRoot, "riposte-test-")
+	if err != nil {
+		t.Fatalf("create test cgroup root: %v", err)
+	}
+	p := &Pod{Root: root, UID: fmt.Sprintf("0000aaaa-%04d-4000-8000-%012d", os.Getpid()%10000, time.Now().UnixNano()%1e12), ContainerID: fmt.Sprintf("%064x", time.Now().UnixNano())}
+	p.Dir = filepath.Join(root, "kubepods", "besteffort", "pod"+p.UID, p.ContainerID)
+	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+		t.Fatalf("create pod cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		// Children first; a cgroup can only be removed when empty.
+		for d := p.Dir; strings.HasPrefix(d, root); d = filepath.Dir(d) {
+			for i := 0; i < 50; i++ {
+				if err := syscall.Rmdir(d); err == nil || errors.Is(err, os.ErrNotExist) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	return p
+}
+
+// Start runs the test binary as a helper inside the container cgroup and returns
+// it with the first line it printed.
+func (p *Pod) Start(t *testing.T, mode string) (*exec.Cmd, string) {
+	t.Helper()
+	fd, err := os.Open(p.Dir)
+	if err != nil {
+		t.Fatalf("open container cgroup: %v", err)
+	}
+	defer fd.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "RIPOSTE_HELPER="+mode)
+	// Started directly in the cgroup (clone3 CLONE_INTO_CGROUP), so every socket
+	// it creates belongs to the pod from the start, as in a real container.
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start helper in cgroup %s: %v", p.Dir, err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.HasPrefix(line, "ERR") {
+		t.Fatalf("helper %s: %q %v", mode, line, err)
+	}
+	return cmd, strings.TrimSpace(line)
+}
+
+// roundTrip sends msg and waits up to wait for it to come back.
+func roundTrip(c net.Conn, r *bufio.Reader, msg string, wait time.Duration) error {
+	if msg != "" {
+		if _, err := c.Write([]byte(msg + "\n")); err != nil {
+			return err
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	got, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if want := msg; want != "" && strings.TrimSpace(got) != want {
+		return fmt.Errorf("got %q, want %q", got, want)
+	}
+	return nil
+}
+
+func TestIsolateCutsEstablishedLoopbackConnectionAndReleaseRestoresIt(t *testing.T) {
+	pod := NewPod(t)
+	_, port := pod.Start(t, "serve")
+	c, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatalf("connect to the pod's server: %v", err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if err := roundTrip(c, r, "before", 2*time.Second); err != nil {
+		t.Fatalf("before isolation: %v", err)
+	}
+
+	pin := mountBPF(t)
+	l := &node.Local{CgroupRoot: pod.Root, PinDir: pin}
+	desc, err := l.IsolatePod(context.Background(), pod.UID, nil)
+	if err != nil {
+		t.Fatalf("isolate: %v", err)
+	}
+	t.Logf("isolate: %s", desc)
+	if err := roundTrip(c, r, "during", time.Second); err == nil {
+		t.Fatalf("the established connection still works while the pod is isolated")
+	}
+	// A new connection cannot be set up either.
+	if nc, err := net.DialTimeout("tcp4", "127.0.0.1:"+port, 500*time.Millisecond); err == nil {
+		nc.Close()
+		t.Fatalf("a new connection to the isolated pod succeeded")
+	}
+	// An agent restart: the old process lets go, the isolation stays pinned...
+	if err := l.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := roundTrip(c, r, "", 500*time.Millisecond); err == nil {
+		t.Fatalf("the isolation ended with the process that attached it")
+	}
+	// ...and a fresh Local releases it through the pinned links.
+	if err := (&node.Local{CgroupRoot: pod.Root, PinDir: pin}).ReleasePod(context.Background(), pod.UID); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	// TCP retransmits the dropped "during" line; the echo arrives once released.
+	if err := roundTrip(c, r, "", 15*time.Second); err != nil {
+		t.Fatalf("after release, the held-back line did not come back: %v", err)
+	}
+	if err := roundTrip(c, r, "after", 2*time.Second); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	if l.Isolated(pod.UID) {
+		t.Fatalf("pins still present after release")
+	}
+}
+
+func TestIsolateAllowsOnlyListedPeers(t *testing.T) {
+	pod := NewPod(t)
+	allowed, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer allowed.Close()
+	blocked, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocked.Close()
+	_, lo, _ := net.ParseCIDR("127.0.0.0/8")
+	allow := []responders.Peer{{Net: lo, Port: uint16(allowed.Addr().(*net.TCPAddr).Port)}}
+	l := &node.Local{CgroupRoot: pod.Root}
+	if _, err := l.IsolatePod(context.Background(), pod.UID, allow); err != nil {
+		t.Fatalf("isolate: %v", err)
+	}
+	defer l.ReleasePod(context.Background(), pod.UID)
+
+	// The helper in the pod dials out: the allowed peer answers, the other is unreachable.
+	_, line := pod.Start(t, "dial:"+allowed.Addr().String())
+	if line != "connected" {
+		t.Fatalf("dial to the allowed peer: %q", line)
+	}
+	fd, _ := os.Open(pod.Dir)
+	defer fd.Close()
+	b := exec.Command(os.Args[0], "-test.run=^$")
+	b.Env = append(os.Environ(), "RIPOSTE_HELPER=dial:"+blocked.Addr().String())
+	b.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Process.Kill(); _ = b.Wait() }()
+	_ = blocked.(*net.TCPListener).SetDeadline(time.Now().Add(time.Second))
+	if c, err := blocked.Accept(); err == nil {
+		c.Close()
+		t.Fatalf("the pod reached a peer that is not on the allow list")
+	}
+}
+
+func TestKillProcessChecksContainerAndKills(t *testing.T) {
+	pod := NewPod(t)
+	cmd, _ := pod.Start(t, "serve")
+	l := &node.Local{CgroupRoot: pod.Root}
+	if err := l.KillProcess(context.Background(), cmd.Process.Pid, "containerd://"+strings.Repeat("f", 64)); err == nil {
+		t.Fatalf("killed a process that is not in the named container")
+	}
+	if err := l.KillProcess(context.Background(), cmd.Process.Pid, "containerd://"+pod.ContainerID); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("helper exit: %v, want killed by SIGKILL", err)
+	}
+}
+
+func TestKillContainerKillsEveryProcessOfItsCgroup(t *testing.T) {
+	pod := NewPod(t)
+	a, _ := pod.Start(t, "serve")
+	b, _ := pod.Start(t, "serve")
+	l := &node.Local{CgroupRoot: pod.Root}
+	if err := l.KillContainer(context.Background(), pod.UID, "containerd://"+pod.ContainerID); err != nil {
+		t.Fatalf("kill container: %v", err)
+	}
+	for _, cmd := range []*exec.Cmd{a, b} {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("pid %d exit: %v, want killed by SIGKILL", cmd.Process.Pid, err)
+		}
+	}
+}
+
+// mountBPF mounts a private bpffs for pinning and unmounts it at cleanup.
+func mountBPF(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}

@@ -1,0 +1,86 @@
+package node
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/riposte-dev/riposte/responders"
+)
+
+// Offsets in struct __sk_buff (include/uapi/linux/bpf.h); cgroup_skb programs
+// read the socket's fields through them.
+const (
+	skbFamily     = 88
+	skbRemoteIP4  = 92
+	skbRemotePort = 132
+	afInet        = 2
+)
+
+// portField is how __sk_buff.remote_port reads for port on a little-endian
+// machine: the network-order 16 bits shifted into the upper half.
+func portField(port uint16) int32 {
+	be := port>>8 | port<<8
+	return int32(uint32(be) << 16)
+}
+
+// ipField is how a network-order IPv4 word reads as a little-endian u32.
+func ipField(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }
+
+// Instructions builds the filter: 1 (pass) when the socket's peer matches a
+// peer of allow, else 0 (drop). The same program serves ingress and egress
+// because the socket's remote end is the peer in both directions.
+func Instructions(allow []responders.Peer) (asm.Instructions, error) {
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	for i, p := range allow {
+		next := fmt.Sprintf("next%d", i)
+		if p.Net != nil {
+			ip4, mask := p.Net.IP.To4(), p.Net.Mask
+			if ip4 == nil || len(mask) != 4 {
+				return nil, fmt.Errorf("peer %s: only IPv4 networks are supported in the kernel layer", p.Net)
+			}
+			insns = append(insns,
+				asm.LoadMem(asm.R2, asm.R6, skbFamily, asm.Word),
+				asm.JNE.Imm32(asm.R2, afInet, next),
+				asm.LoadMem(asm.R3, asm.R6, skbRemoteIP4, asm.Word),
+				asm.And.Imm32(asm.R3, ipField(mask)),
+				asm.JNE.Imm32(asm.R3, ipField(ip4.Mask(mask)), next),
+			)
+		}
+		if p.Port != 0 {
+			insns = append(insns,
+				asm.LoadMem(asm.R4, asm.R6, skbRemotePort, asm.Word),
+				asm.JNE.Imm32(asm.R4, portField(p.Port), next),
+			)
+		}
+		insns = append(insns,
+			asm.Ja.Label("allow"),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol(next), // no-op landing pad for the jumps above
+		)
+	}
+	insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	if len(allow) > 0 { // the verifier rejects unreachable code
+		insns = append(insns, asm.Mov.Imm(asm.R0, 1).WithSymbol("allow"), asm.Return())
+	}
+	return insns, nil
+}
+
+// Program loads the filter for allow.
+func Program(allow []responders.Peer) (*ebpf.Program, error) {
+	insns, err := Instructions(allow)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "riposte_isolate",
+		Type:         ebpf.CGroupSKB,
+		Instructions: insns,
+		License:      "Apache-2.0",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load cgroup_skb isolation program: %w", err)
+	}
+	return prog, nil
+}
