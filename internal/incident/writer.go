@@ -1,0 +1,400 @@
+package incident
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/engine"
+)
+
+// Defaults for Options.
+const (
+	// DefaultWindow folds matches of rules without a throttle: without it a
+	// noisy rule would create one object per event.
+	DefaultWindow     = time.Minute
+	DefaultFlush      = time.Second
+	DefaultWriteQPS   = 20
+	DefaultWriteBurst = 40
+	DefaultMaxSamples = 5
+	DefaultMaxOpen    = 10000
+	// maxSampleBytes bounds one sample event; bigger ones lose their object
+	// bodies (requestObject, responseObject, object).
+	maxSampleBytes = 8 << 10
+)
+
+// Labels set on every Incident, for selection by rule.
+const (
+	RuleLabel     = "riposte.dev/rule"
+	RuleKindLabel = "riposte.dev/rule-kind"
+)
+
+// Options tune a Writer. Zero values take the defaults.
+type Options struct {
+	// Namespace holds Incidents about cluster-level subjects (a node, a
+	// non-service-account user): the controller's namespace.
+	Namespace string
+	// Flush is how often pending changes are written.
+	Flush time.Duration
+	// WriteQPS and WriteBurst bound API writes.
+	WriteQPS   float64
+	WriteBurst int
+	// MaxSamples bounds sample events per Incident.
+	MaxSamples int
+	// MaxOpen bounds the windows kept in memory.
+	MaxOpen int
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// Writer folds matches into Incidents and writes them. Record is safe for
+// concurrent use and never blocks on the API server.
+type Writer struct {
+	c    client.Client
+	opts Options
+	log  logr.Logger
+	lim  *rate.Limiter
+
+	mu    sync.Mutex
+	open  map[string]*window
+	dirty []*window
+
+	metrics metrics
+}
+
+// window is one Incident being folded into.
+type window struct {
+	key     string
+	name    string
+	ns      string
+	spec    v1alpha1.IncidentSpec
+	until   time.Time
+	first   time.Time
+	last    time.Time
+	count   int64
+	base    int64 // count already in the object when we found it (restart)
+	samples []runtime.RawExtension
+	created bool
+	queued  bool
+}
+
+type metrics struct {
+	matches, folded, dropped prometheus.Counter
+	writes                   *prometheus.CounterVec
+	writeErrors              prometheus.Counter
+	open                     prometheus.GaugeFunc
+}
+
+// NewWriter returns a writer using c. Call Run to start writing.
+func NewWriter(c client.Client, log logr.Logger, opts Options) *Writer {
+	if opts.Flush <= 0 {
+		opts.Flush = DefaultFlush
+	}
+	if opts.WriteQPS <= 0 {
+		opts.WriteQPS = DefaultWriteQPS
+	}
+	if opts.WriteBurst <= 0 {
+		opts.WriteBurst = DefaultWriteBurst
+	}
+	if opts.MaxSamples <= 0 {
+		opts.MaxSamples = DefaultMaxSamples
+	}
+	if opts.MaxOpen <= 0 {
+		opts.MaxOpen = DefaultMaxOpen
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	w := &Writer{c: c, opts: opts, log: log, lim: rate.NewLimiter(rate.Limit(opts.WriteQPS), opts.WriteBurst), open: map[string]*window{}}
+	w.metrics = metrics{
+		matches:     prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_matches_total", Help: "Rule matches offered to the incident writer."}),
+		folded:      prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_folded_total", Help: "Matches folded into an existing Incident."}),
+		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_dropped_total", Help: "Matches dropped because too many Incident windows were open."}),
+		writes:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_incident_writes_total", Help: "Incident API writes by operation."}, []string{"op"}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_write_errors_total", Help: "Incident API writes that failed (retried at the next flush)."}),
+	}
+	w.metrics.open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riposte_incident_open_windows", Help: "Incident windows held in memory."}, func() float64 {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return float64(len(w.open))
+	})
+	return w
+}
+
+// Collectors returns the writer's Prometheus collectors for registration.
+func (w *Writer) Collectors() []prometheus.Collector {
+	m := &w.metrics
+	return []prometheus.Collector{m.matches, m.folded, m.dropped, m.writes, m.writeErrors, m.open}
+}
+
+// Record folds one match of ev into its Incident.
+func (w *Writer) Record(m engine.Match, ev *engine.Event) {
+	w.metrics.matches.Inc()
+	now := w.opts.Now()
+	subject := SubjectOf(ev)
+	key := Key(m.Rule, ev, &subject)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	win := w.open[key]
+	if win != nil && now.Before(win.until) {
+		w.metrics.folded.Inc()
+	} else {
+		if win == nil && len(w.open) >= w.opts.MaxOpen {
+			w.sweep(now)
+			if len(w.open) >= w.opts.MaxOpen {
+				w.metrics.dropped.Inc()
+				w.log.V(1).Info("dropping match: too many open incident windows", "rule", m.Rule.Name())
+				return
+			}
+		}
+		win = w.newWindow(key, m, ev, subject, now)
+		// A replaced window may still have unwritten changes: it stays
+		// queued (it is referenced by dirty) and is written before it goes.
+		w.open[key] = win
+	}
+	win.count++
+	win.last = now
+	if len(win.samples) < w.opts.MaxSamples {
+		win.samples = append(win.samples, sample(ev))
+	}
+	if !win.queued {
+		win.queued = true
+		w.dirty = append(w.dirty, win)
+	}
+}
+
+// Key is what folds matches together: the rule and its throttle key, or the
+// subject when the rule has no throttle key.
+func Key(r *engine.Rule, ev *engine.Event, subject *v1alpha1.Subject) string {
+	id := ruleKind(r) + "/" + r.Namespace() + "/" + r.Name()
+	if tk := r.ThrottleKey(ev); tk != "" {
+		return id + "\x00" + tk
+	}
+	b, _ := json.Marshal(subject)
+	return id + "\x00" + string(b)
+}
+
+func ruleKind(r *engine.Rule) string {
+	if r.Namespace() == "" {
+		return "ClusterDetectionRule"
+	}
+	return "DetectionRule"
+}
+
+func (w *Writer) newWindow(key string, m engine.Match, ev *engine.Event, subject v1alpha1.Subject, now time.Time) *window {
+	r := m.Rule
+	win := r.ThrottleWindow()
+	if win <= 0 {
+		win = DefaultWindow
+	}
+	ns := r.Namespace()
+	if ns == "" {
+		ns = subject.Namespace
+	}
+	if ns == "" {
+		ns = w.opts.Namespace
+	}
+	spec := v1alpha1.IncidentSpec{
+		Rule:        r.Name(),
+		RuleKind:    ruleKind(r),
+		Severity:    r.Severity(),
+		Tags:        append([]string(nil), r.Spec().Tags...),
+		Output:      m.Output,
+		Subject:     subject,
+		ThrottleKey: r.ThrottleKey(ev),
+	}
+	for _, p := range r.Spec().Playbooks {
+		ref := v1alpha1.PlaybookRef{Kind: "ClusterResponsePlaybook", Name: p}
+		if r.Namespace() != "" {
+			ref = v1alpha1.PlaybookRef{Kind: "ResponsePlaybook", Name: p, Namespace: r.Namespace()}
+		}
+		spec.Playbooks = append(spec.Playbooks, ref)
+	}
+	// The name is a function of the key and the window start, so a
+	// restarted controller finds (rather than duplicates) an Incident.
+	start := now.Truncate(win)
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d", key, start.Unix())))
+	return &window{
+		key:   key,
+		name:  objectName(r.Name(), hex.EncodeToString(sum[:5])),
+		ns:    ns,
+		spec:  spec,
+		until: now.Add(win),
+		first: now,
+	}
+}
+
+var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// objectName makes a DNS-1123 name from a rule name and a hash suffix.
+func objectName(rule, suffix string) string {
+	base := notDNS.ReplaceAllString(strings.ToLower(rule), "-")
+	base = strings.Trim(base, "-")
+	if max := 253 - len(suffix) - 1; len(base) > max {
+		base = base[:max]
+	}
+	if base == "" {
+		base = "incident"
+	}
+	return base + "-" + suffix
+}
+
+// sample renders an event for status.sampleEvents, bounded in size.
+func sample(ev *engine.Event) runtime.RawExtension {
+	b, err := json.Marshal(ev)
+	if err == nil && len(b) > maxSampleBytes {
+		small := *ev
+		small.Object = nil
+		small.Audit.RequestObject, small.Audit.ResponseObject = nil, nil
+		b, err = json.Marshal(&small)
+	}
+	if err != nil || len(b) > maxSampleBytes {
+		b = []byte(fmt.Sprintf(`{"kind":%q,"time":%q,"truncated":true}`, ev.Kind, ev.Time.Format(time.RFC3339Nano)))
+	}
+	return runtime.RawExtension{Raw: b}
+}
+
+// sweep drops windows that have ended and have nothing left to write.
+func (w *Writer) sweep(now time.Time) {
+	for k, win := range w.open {
+		if !now.Before(win.until) && !win.queued {
+			delete(w.open, k)
+		}
+	}
+}
+
+// Run writes pending changes every flush interval until ctx ends, then
+// writes what is left with a short grace period.
+func (w *Writer) Run(ctx context.Context) error {
+	t := time.NewTicker(w.opts.Flush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			w.Flush(final)
+			cancel()
+			return nil
+		case <-t.C:
+			w.Flush(ctx)
+		}
+	}
+}
+
+// Flush writes every pending change now, rate limited. Failed writes stay
+// pending for the next flush.
+func (w *Writer) Flush(ctx context.Context) {
+	w.mu.Lock()
+	batch := w.dirty
+	w.dirty = nil
+	w.mu.Unlock()
+
+	var retry []*window
+	for i, win := range batch {
+		if err := w.lim.Wait(ctx); err != nil {
+			retry = append(retry, batch[i:]...)
+			break
+		}
+		if err := w.write(ctx, win); err != nil {
+			w.metrics.writeErrors.Inc()
+			w.log.Error(err, "write incident", "namespace", win.ns, "name", win.name)
+			retry = append(retry, win)
+		}
+	}
+	w.mu.Lock()
+	for _, win := range retry {
+		win.queued = true
+		w.dirty = append(w.dirty, win)
+	}
+	w.sweep(w.opts.Now())
+	w.mu.Unlock()
+}
+
+// write creates the Incident if needed and patches its count, times and
+// samples. It writes only the status fields it owns, so the responders'
+// steps and phase are never overwritten.
+func (w *Writer) write(ctx context.Context, win *window) error {
+	w.mu.Lock()
+	win.queued = false
+	created := win.created
+	spec := win.spec
+	w.mu.Unlock()
+
+	if !created {
+		inc := &v1alpha1.Incident{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: win.name, Namespace: win.ns,
+				Labels: map[string]string{RuleLabel: labelValue(spec.Rule), RuleKindLabel: spec.RuleKind},
+			},
+			Spec: spec,
+		}
+		err := w.c.Create(ctx, inc)
+		switch {
+		case err == nil:
+			w.metrics.writes.WithLabelValues("create").Inc()
+		case apierrors.IsAlreadyExists(err):
+			// Written by an earlier run of the controller: continue its count.
+			if err := w.c.Get(ctx, client.ObjectKeyFromObject(inc), inc); err != nil {
+				return fmt.Errorf("get existing incident: %w", err)
+			}
+			w.mu.Lock()
+			win.base = inc.Status.Count
+			if inc.Status.FirstSeen != nil {
+				win.first = inc.Status.FirstSeen.Time
+			}
+			w.mu.Unlock()
+		default:
+			return fmt.Errorf("create incident: %w", err)
+		}
+		w.mu.Lock()
+		win.created = true
+		w.mu.Unlock()
+	}
+
+	w.mu.Lock()
+	st := map[string]any{
+		"count":        win.base + win.count,
+		"firstSeen":    metav1.NewTime(win.first),
+		"lastSeen":     metav1.NewTime(win.last),
+		"sampleEvents": append([]runtime.RawExtension(nil), win.samples...),
+	}
+	if !created && win.base == 0 {
+		st["phase"] = "Open"
+	}
+	w.mu.Unlock()
+	body, err := json.Marshal(map[string]any{"status": st})
+	if err != nil {
+		return fmt.Errorf("encode incident status: %w", err)
+	}
+	inc := &v1alpha1.Incident{ObjectMeta: metav1.ObjectMeta{Name: win.name, Namespace: win.ns}}
+	if err := w.c.Status().Patch(ctx, inc, client.RawPatch(types.MergePatchType, body), client.FieldOwner("riposte-controller")); err != nil {
+		return fmt.Errorf("patch incident status: %w", err)
+	}
+	w.metrics.writes.WithLabelValues("status").Inc()
+	return nil
+}
+
+// labelValue fits a rule name into a label value (63 characters).
+func labelValue(s string) string {
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return strings.Trim(s, "-_.")
+}

@@ -1,0 +1,124 @@
+package rulecheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/engine"
+)
+
+// PlaybookLookup reports whether a playbook exists. namespace is empty for a
+// ClusterResponsePlaybook. The consumer defines it so checks stay testable
+// without an API server.
+type PlaybookLookup interface {
+	PlaybookExists(ctx context.Context, namespace, name string) (bool, error)
+}
+
+// Failure is why a rule cannot go live. Reason is one of the condition
+// reasons of api/v1alpha1; Permanent is false when a retry may help (a
+// missing playbook may be created later, an API error may pass).
+type Failure struct {
+	Reason    string
+	Message   string
+	Permanent bool
+}
+
+func (f *Failure) Error() string { return f.Message }
+
+// Check compiles a rule (namespace empty for a ClusterDetectionRule), runs its
+// embedded tests and, when lookup is not nil, resolves its playbooks. It
+// returns the compiled rule or the first failure.
+func Check(ctx context.Context, lookup PlaybookLookup, name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*engine.Rule, *Failure) {
+	rule, f := Compile(name, namespace, spec)
+	if f != nil {
+		return nil, f
+	}
+	if f := Tests(rule); f != nil {
+		return nil, f
+	}
+	if lookup != nil {
+		if f := Playbooks(ctx, lookup, namespace, spec.Playbooks); f != nil {
+			return nil, f
+		}
+	}
+	return rule, nil
+}
+
+// Compile compiles a rule and classifies a failure.
+func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*engine.Rule, *Failure) {
+	rule, err := engine.Compile(name, namespace, spec)
+	if err == nil {
+		return rule, nil
+	}
+	var ce *engine.CompileError
+	switch {
+	case errors.As(err, &ce):
+		msg := ce.Error()
+		if ce.Source != "" {
+			msg += "\n" + ce.Source
+		}
+		return nil, &Failure{Reason: v1alpha1.CompileFailedReason, Message: msg, Permanent: true}
+	case errors.Is(err, engine.ErrInvalidRule):
+		return nil, &Failure{Reason: v1alpha1.InvalidSpecReason, Message: err.Error(), Permanent: true}
+	default:
+		return nil, &Failure{Reason: v1alpha1.CompileFailedReason, Message: err.Error(), Permanent: true}
+	}
+}
+
+// Tests runs a compiled rule's embedded tests and reports every failing one.
+func Tests(rule *engine.Rule) *Failure {
+	var failed []string
+	results := engine.RunTests(rule)
+	for _, r := range results {
+		if !r.Passed {
+			failed = append(failed, fmt.Sprintf("test %q failed: %s", r.Test, r.Message))
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return &Failure{
+		Reason:    v1alpha1.TestFailedReason,
+		Message:   fmt.Sprintf("rule %q: %d of %d embedded tests failed: %s", rule.Name(), len(failed), len(results), strings.Join(failed, "; ")),
+		Permanent: true,
+	}
+}
+
+// Playbooks checks that every named playbook exists: in namespace for a
+// DetectionRule, cluster-scoped for a ClusterDetectionRule (namespace "").
+func Playbooks(ctx context.Context, lookup PlaybookLookup, namespace string, names []string) *Failure {
+	var missing []string
+	for _, n := range names {
+		ok, err := lookup.PlaybookExists(ctx, namespace, n)
+		if err != nil {
+			return &Failure{Reason: v1alpha1.PlaybookNotFoundReason, Message: fmt.Sprintf("look up playbook %q: %v", n, err)}
+		}
+		if !ok {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	kind := "ClusterResponsePlaybook"
+	where := ""
+	if namespace != "" {
+		kind = "ResponsePlaybook"
+		where = fmt.Sprintf(" in namespace %q", namespace)
+	}
+	return &Failure{
+		Reason:  v1alpha1.PlaybookNotFoundReason,
+		Message: fmt.Sprintf("%s %s not found%s", kind, quoteList(missing), where),
+	}
+}
+
+func quoteList(s []string) string {
+	q := make([]string, len(s))
+	for i, x := range s {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(q, ", ")
+}
