@@ -74,7 +74,7 @@ func NewFilter(rules []RuleConstraints) *Filter {
 		if len(c.Kinds) == 0 {
 			continue
 		}
-		key := fmt.Sprintf("%+v", c)
+		key := fmt.Sprintf("%#v", c) // %#v tells nil (unconstrained) from empty (nothing)
 		i, ok := index[key]
 		if !ok {
 			i = len(f.constraints)

@@ -90,6 +90,12 @@ func (c *collector) wait(t *testing.T, what string, ok func(*engine.Event) bool)
 	return engine.Event{}
 }
 
+func (c *collector) snapshot() []engine.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]engine.Event(nil), c.evs...)
+}
+
 func (c *collector) count(ok func(*engine.Event) bool) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -160,8 +166,12 @@ func TestExecEventCarriesExactProcessFields(t *testing.T) {
 		t.Errorf("event time %v is %v from now", ev.Time, d)
 	}
 	// The fork that made the child and its exit are reported too.
-	c.wait(t, "fork", func(e *engine.Event) bool { return e.Kind == engine.KindFork && e.Process.PID == pid && e.Process.PPID == int64(os.Getpid()) })
-	c.wait(t, "exit", func(e *engine.Event) bool { return e.Kind == engine.KindExit && e.Process.PID == pid && e.Syscall.Ret == 0 })
+	c.wait(t, "fork", func(e *engine.Event) bool {
+		return e.Kind == engine.KindFork && e.Process.PID == pid && e.Process.PPID == int64(os.Getpid())
+	})
+	c.wait(t, "exit", func(e *engine.Event) bool {
+		return e.Kind == engine.KindExit && e.Process.PID == pid && e.Syscall.Ret == 0
+	})
 }
 
 func mustStat(t *testing.T, p string) uint64 {
@@ -190,13 +200,17 @@ func TestOpenEventResolvesPathAndTellsWrites(t *testing.T) {
 		t.Fatalf("cat: %v %s", err, out)
 	}
 	pid := int64(cmd.Process.Pid)
-	ev := c.wait(t, "open", func(e *engine.Event) bool { return e.Kind == engine.KindOpen && e.Process.PID == pid && e.File.Path == file })
+	ev := c.wait(t, "open", func(e *engine.Event) bool {
+		return e.Kind == engine.KindOpen && e.Process.PID == pid && e.File.Path == file
+	})
 	if ev.File.Write || ev.File.Flags&3 != 0 || ev.File.Inode != mustStat(t, file) || ev.File.Mode&0o777 != 0o600 {
 		t.Errorf("read open: %+v; want read-only, inode %d, mode 0600", ev.File, mustStat(t, file))
 	}
 	cmd = run(t, "/bin/sh", "-c", "echo y >> "+file)
 	pid = int64(cmd.Process.Pid)
-	ev = c.wait(t, "write open", func(e *engine.Event) bool { return e.Kind == engine.KindOpen && e.Process.PID == pid && e.File.Path == file })
+	ev = c.wait(t, "write open", func(e *engine.Event) bool {
+		return e.Kind == engine.KindOpen && e.Process.PID == pid && e.File.Path == file
+	})
 	if !ev.File.Write || ev.File.Flags&0x401 != 0x401 {
 		t.Errorf("append open: %+v; want write with O_WRONLY|O_APPEND", ev.File)
 	}
