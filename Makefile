@@ -14,6 +14,45 @@ help: ## list the targets
 build: ## build bin/riposte
 	$(GO) build -o $(BIN)/riposte ./cmd/riposte
 
+# ---- the two commands of the README
+
+.PHONY: run
+run: build ## the story: rules over a recorded intrusion, then the host agent (eBPF), then the cluster demo
+	@echo "== 1. riposte replay: the shipped rules over a recorded intrusion (riposte events + kube-apiserver audit lines)"
+	$(BIN)/riposte replay --rules rules test/fixtures/attack.jsonl
+	@echo
+	@bash hack/run-agent-demo.sh $(BIN)/riposte
+
+.PHONY: test
+test: testenv build check ## every test: unit, property, fuzz seeds, real kernel, real control plane; rule library; vet and staticcheck
+	@bash hack/kernel-prereqs.sh
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -timeout 30m ./...
+	$(BIN)/riposte test --junit $(CACHE)/rules-junit.xml rules
+	$(BIN)/riposte lint --strict rules
+	@bash hack/check-leftovers.sh
+
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+
+$(STATICCHECK):
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(BIN)/staticcheck $@
+
+.PHONY: check
+check: $(STATICCHECK) ## gofmt, go vet and staticcheck
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+.PHONY: bench
+bench: ## the benchmarks behind docs/benchmarks.md
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/...
+
+.PHONY: fuzz
+fuzz: ## fuzz the event decoder and the rule loader for 60 s each (seed corpora run in make test)
+	$(GO) test -run '^$$' -fuzz FuzzDecodeLine -fuzztime 60s ./engine
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 60s ./engine/ruleset
+
 CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 
