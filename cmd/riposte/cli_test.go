@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var riposteBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "riposte-cli-")
+	if err != nil {
+		panic(err)
+	}
+	riposteBin = filepath.Join(dir, "riposte")
+	if out, err := exec.Command("go", "build", "-o", riposteBin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run executes the real binary and returns stdout, stderr and the exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(riposteBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+const (
+	library = "../../rules"
+	bad     = "../../engine/ruleset/testdata/bad"
+)
+
+func TestTestCommandOnTheLibraryPasses(t *testing.T) {
+	junit := filepath.Join(t.TempDir(), "junit.xml")
+	out, errOut, code := run(t, "test", "--junit", junit, library)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasSuffix(last, " passed, 0 failed") {
+		t.Fatalf("closing line %q", last)
+	}
+	for _, l := range lines[:len(lines)-1] {
+		if !strings.HasPrefix(l, "PASS ") {
+			t.Fatalf("unexpected line %q", l)
+		}
+	}
+	b, err := os.ReadFile(junit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Tests    int `xml:"tests,attr"`
+		Failures int `xml:"failures,attr"`
+	}
+	if err := xml.Unmarshal(b, &doc); err != nil || doc.Tests != len(lines)-1 || doc.Failures != 0 {
+		t.Fatalf("junit %+v err %v", doc, err)
+	}
+}
+
+func TestTestCommandExitCodes(t *testing.T) {
+	out, _, code := run(t, "test", bad+"/wrong-test.yaml")
+	if code != 1 || !strings.Contains(out, "FAIL wrong-test: bash claimed to fire") || !strings.Contains(out, "1 passed, 2 failed") {
+		t.Fatalf("a failing test must exit 1 and say so; exit %d\n%s", code, out)
+	}
+	_, errOut, code := run(t, "test", bad+"/malformed.yaml")
+	if code != 2 || !strings.Contains(errOut, "malformed.yaml:16") {
+		t.Fatalf("unloadable input must exit 2 naming file:line; exit %d\n%s", code, errOut)
+	}
+	if _, _, code := run(t, "test"); code != 2 {
+		t.Fatalf("no path is misuse: exit %d", code)
+	}
+	if _, _, code := run(t, "nonsense"); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+	out, _, code = run(t, "test", "--output", "json", bad+"/wrong-test.yaml")
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	n := 0
+	for sc.Scan() {
+		var r struct {
+			Rule, Test string
+			Passed     bool
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.Rule != "wrong-test" {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		n++
+	}
+	if n != 3 {
+		t.Fatalf("%d JSON results, want 3", n)
+	}
+}
+
+func TestLintReportsCostAndProblems(t *testing.T) {
+	out, _, code := run(t, "lint", bad+"/bad-cel.yaml")
+	if code != 1 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	for _, want := range []string{
+		`rule "good": estimated cost`,
+		`bad-cel.yaml:8: rule "bad-cel": spec.condition 2:1: undeclared reference to 'proces'`,
+		`playbook "missing-playbook"`,
+		"2 rules, 0 playbooks: 1 errors, 2 warnings",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, _, code := run(t, "lint", "--strict", library); code != 0 {
+		t.Fatalf("the shipped library must lint clean with --strict; exit %d\n%s", code, out)
+	}
+}
+
+func TestReplayReportsBadLinesAndEvaluatesTheRest(t *testing.T) {
+	out, errOut, code := run(t, "replay", "--rules", library, "--output", "json", "testdata/replay-mixed.jsonl")
+	if code != 2 {
+		t.Fatalf("a bad line must give exit 2 after the rest is evaluated; exit %d", code)
+	}
+	if !strings.Contains(errOut, "replay-mixed.jsonl:line 3:") {
+		t.Fatalf("the bad line is not named:\n%s", errOut)
+	}
+	var alerts []alert
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var a alert
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		alerts = append(alerts, a)
+	}
+	if len(alerts) != 2 {
+		t.Fatalf("want 2 alerts (the second shell is throttled), got %d:\n%s", len(alerts), out)
+	}
+	if alerts[0].Rule != "shell-in-container" || alerts[0].Severity != "high" || alerts[0].Event.Pod.Name != "web" {
+		t.Fatalf("first alert %+v", alerts[0])
+	}
+	if alerts[1].Rule != "serviceaccount-selfsubjectaccessreview" || alerts[1].Event.Audit.AuditID != "aud-42" {
+		t.Fatalf("the audit match must carry its auditID: %+v", alerts[1])
+	}
+	if !strings.Contains(errOut, "shell-in-container") || !strings.Contains(errOut, "4 events, 3 matches") || !strings.Contains(errOut, "1 bad lines") {
+		t.Fatalf("summary:\n%s", errOut)
+	}
+}
+
+func TestCompileExplain(t *testing.T) {
+	out, _, code := run(t, "compile", "--explain", library+"/process/shell-in-container.yaml")
+	if code != 0 || !strings.Contains(out, "filter: kind in [exec] && basename in [ash,bash,busybox,csh,dash,ksh,sh,tcsh,zsh] && in a container") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+}
