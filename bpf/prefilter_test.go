@@ -54,7 +54,9 @@ func TestKernelPrefilterDropsAndAgreesWithModel(t *testing.T) {
 	start("/bin/cat", filepath.Join(keep, "f"))
 	start("/bin/cat", filepath.Join(drop, "f"))
 	c.wait(t, "exec of true", func(e *engine.Event) bool { return e.Kind == engine.KindExec && e.Process.Binary == trueBin })
-	c.wait(t, "open under keep/", func(e *engine.Event) bool { return e.Kind == engine.KindOpen && e.File.Path == filepath.Join(keep, "f") })
+	c.wait(t, "open under keep/", func(e *engine.Event) bool {
+		return e.Kind == engine.KindOpen && e.File.Path == filepath.Join(keep, "f")
+	})
 	time.Sleep(100 * time.Millisecond)
 	after, err := s.Counters()
 	if err != nil {

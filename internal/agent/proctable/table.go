@@ -1,0 +1,275 @@
+package proctable
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/riposte-dev/riposte/engine"
+)
+
+// MaxAncestors bounds process.ancestors.
+const MaxAncestors = 8
+
+// DefaultGrace is how long exited processes are kept.
+const DefaultGrace = 30 * time.Second
+
+// ErrNoProcess is returned when a process is neither in the table nor in /proc.
+var ErrNoProcess = errors.New("no such process")
+
+// ExecClock returns the kernel's time of a process's last exec; ok is false
+// when the kernel has not seen one since the sensors loaded.
+type ExecClock func(pid uint32) (t uint64, ok bool)
+
+// Entry is one process. Entries are replaced, never mutated, once stored.
+type Entry struct {
+	PID, PPID int64
+	UID       int64
+	Binary    string
+	Args      []string
+	// ExecTime is the kernel clock of the exec the entry reflects (0: read
+	// from /proc without one).
+	ExecTime uint64
+	// Exited is when the process ended; zero while it runs.
+	Exited time.Time
+}
+
+// Table is the process table. It is safe for concurrent use.
+type Table struct {
+	mu    sync.RWMutex
+	procs map[int64]*Entry
+	// Proc is the proc file system root ("/proc").
+	proc  string
+	grace time.Duration
+	clock ExecClock
+}
+
+// Options configure a table.
+type Options struct {
+	Proc  string        // default /proc
+	Grace time.Duration // default DefaultGrace
+	Clock ExecClock     // nil: entries are never considered stale
+}
+
+// New returns an empty table.
+func New(o Options) *Table {
+	if o.Proc == "" {
+		o.Proc = "/proc"
+	}
+	if o.Grace == 0 {
+		o.Grace = DefaultGrace
+	}
+	return &Table{procs: map[int64]*Entry{}, proc: o.Proc, grace: o.Grace, clock: o.Clock}
+}
+
+// Seed reads every process of /proc. Processes that vanish while being read
+// are skipped.
+func (t *Table) Seed() error {
+	ents, err := os.ReadDir(t.proc)
+	if err != nil {
+		return fmt.Errorf("seed process table from %s: %w", t.proc, err)
+	}
+	fresh := make(map[int64]*Entry, len(ents))
+	for _, d := range ents {
+		pid, err := strconv.ParseInt(d.Name(), 10, 64)
+		if err != nil {
+			continue
+		}
+		if e, err := t.read(pid); err == nil {
+			fresh[pid] = e
+		}
+	}
+	t.mu.Lock()
+	for pid, e := range fresh {
+		t.procs[pid] = e
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// read builds an entry from /proc/<pid>.
+func (t *Table) read(pid int64) (*Entry, error) {
+	dir := filepath.Join(t.proc, strconv.FormatInt(pid, 10))
+	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return nil, fmt.Errorf("read process %d: %w", pid, ErrNoProcess)
+	}
+	// comm may hold spaces and parentheses: the fields start after the last ')'.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("read process %d: malformed stat", pid)
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return nil, fmt.Errorf("read process %d: malformed stat", pid)
+	}
+	e := &Entry{PID: pid}
+	e.PPID, _ = strconv.ParseInt(f[1], 10, 64)
+	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
+		e.Binary = strings.TrimSuffix(exe, " (deleted)")
+	}
+	if cl, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+		cl = bytes.TrimRight(cl, "\x00")
+		if len(cl) > 0 {
+			e.Args = strings.Split(string(cl), "\x00")
+		}
+	}
+	if st, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
+		for _, line := range strings.Split(string(st), "\n") {
+			if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+				if uf := strings.Fields(rest); len(uf) > 0 {
+					e.UID, _ = strconv.ParseInt(uf[0], 10, 64)
+				}
+				break
+			}
+		}
+	}
+	if t.clock != nil {
+		e.ExecTime, _ = t.clock(uint32(pid))
+	}
+	return e, nil
+}
+
+// Observe updates the table from an event: fork adds the child with its
+// parent's image, exec replaces the image, exit marks the process exited.
+// Other kinds add a process the table did not know.
+func (t *Table) Observe(ev *engine.Event, ktime uint64) {
+	p := &ev.Process
+	switch ev.Kind {
+	case engine.KindFork:
+		t.mu.Lock()
+		e := &Entry{PID: p.PID, PPID: p.PPID, UID: p.UID}
+		if parent := t.procs[p.PPID]; parent != nil {
+			e.Binary, e.Args, e.ExecTime = parent.Binary, parent.Args, parent.ExecTime
+		}
+		t.procs[p.PID] = e
+		t.mu.Unlock()
+	case engine.KindExec:
+		e := &Entry{PID: p.PID, PPID: p.PPID, UID: p.UID, Binary: p.Binary, Args: append([]string(nil), p.Args...), ExecTime: ktime}
+		t.mu.Lock()
+		t.procs[p.PID] = e
+		t.mu.Unlock()
+	case engine.KindExit:
+		t.mu.Lock()
+		if old := t.procs[p.PID]; old != nil {
+			e := *old
+			e.Exited = ev.Time
+			t.procs[p.PID] = &e
+		}
+		t.mu.Unlock()
+	}
+}
+
+// Get returns a process, reading /proc when the table does not know it or
+// its entry went stale (the kernel saw an exec the table did not).
+func (t *Table) Get(pid int64) (*Entry, error) {
+	t.mu.RLock()
+	e := t.procs[pid]
+	t.mu.RUnlock()
+	if e != nil && (e.Exited.IsZero() && t.stale(e)) {
+		e = nil
+	}
+	if e != nil {
+		return e, nil
+	}
+	e, err := t.read(pid)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	t.procs[pid] = e
+	t.mu.Unlock()
+	return e, nil
+}
+
+func (t *Table) stale(e *Entry) bool {
+	if t.clock == nil {
+		return false
+	}
+	kt, ok := t.clock(uint32(e.PID))
+	return ok && kt != e.ExecTime
+}
+
+// Fill completes an event's process: binary and arguments when the event
+// lacks them (every kind but exec), then the parent and ancestor chain.
+func (t *Table) Fill(ev *engine.Event) {
+	p := &ev.Process
+	if p.PID == 0 {
+		return
+	}
+	if p.Binary == "" && ev.Kind != engine.KindExec {
+		if e, err := t.Get(p.PID); err == nil {
+			p.Binary, p.Args = e.Binary, e.Args
+			if p.PPID == 0 {
+				p.PPID = e.PPID
+			}
+		}
+	}
+	p.Ancestors = p.Ancestors[:0]
+	seen := map[int64]bool{p.PID: true}
+	for pid := p.PPID; pid > 0 && len(p.Ancestors) < MaxAncestors && !seen[pid]; {
+		seen[pid] = true
+		e, err := t.Get(pid)
+		if err != nil {
+			break
+		}
+		p.Ancestors = append(p.Ancestors, engine.Ancestor{PID: e.PID, UID: e.UID, Binary: e.Binary, Args: e.Args})
+		pid = e.PPID
+	}
+	if len(p.Ancestors) > 0 {
+		p.Parent = p.Ancestors[0]
+	}
+}
+
+// GC forgets processes that exited more than the grace period before now,
+// and processes that vanished from /proc without an exit event (the
+// prefilter may drop exits) once they are older than the grace period.
+func (t *Table) GC(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for pid, e := range t.procs {
+		if !e.Exited.IsZero() && now.Sub(e.Exited) > t.grace {
+			delete(t.procs, pid)
+			n++
+		}
+	}
+	return n
+}
+
+// Sweep marks processes that no longer exist in /proc as exited at now, so
+// GC removes them after the grace period.
+func (t *Table) Sweep(now time.Time) {
+	t.mu.RLock()
+	var gone []int64
+	for pid, e := range t.procs {
+		if e.Exited.IsZero() {
+			if _, err := os.Stat(filepath.Join(t.proc, strconv.FormatInt(pid, 10))); err != nil {
+				gone = append(gone, pid)
+			}
+		}
+	}
+	t.mu.RUnlock()
+	t.mu.Lock()
+	for _, pid := range gone {
+		if old := t.procs[pid]; old != nil && old.Exited.IsZero() {
+			e := *old
+			e.Exited = now
+			t.procs[pid] = &e
+		}
+	}
+	t.mu.Unlock()
+}
+
+// Len is the number of entries, exited ones included.
+func (t *Table) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.procs)
+}

@@ -1,0 +1,149 @@
+package proctable
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/riposte-dev/riposte/engine"
+)
+
+func TestSeedRecoversRunningProcessesFromProc(t *testing.T) {
+	tb := New(Options{})
+	if err := tb.Seed(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := tb.Get(int64(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	if e.Binary != exe || e.PPID != int64(os.Getppid()) || e.UID != int64(os.Getuid()) || !slices.Equal(e.Args, os.Args) {
+		t.Errorf("self = %+v, want binary %s ppid %d args %q", e, exe, os.Getppid(), os.Args)
+	}
+	if tb.Len() < 2 {
+		t.Errorf("seeded %d processes", tb.Len())
+	}
+}
+
+func TestForkExecExitBuildTheAncestorChain(t *testing.T) {
+	tb := New(Options{Proc: t.TempDir(), Grace: time.Minute}) // an empty /proc: only events count
+	now := time.Unix(100, 0)
+	ev := func(k engine.Kind, pid, ppid int64, bin string, args ...string) *engine.Event {
+		return &engine.Event{Kind: k, Time: now, Process: engine.Process{PID: pid, PPID: ppid, Binary: bin, Args: args}}
+	}
+	tb.Observe(ev(engine.KindExec, 10, 1, "/usr/bin/containerd-shim"), 1)
+	tb.Observe(ev(engine.KindFork, 20, 10, ""), 0)
+	tb.Observe(ev(engine.KindExec, 20, 10, "/bin/sh", "sh", "-c", "curl x"), 2)
+	tb.Observe(ev(engine.KindFork, 30, 20, ""), 0)
+	tb.Observe(ev(engine.KindExec, 30, 20, "/usr/bin/curl", "curl", "x"), 3)
+
+	open := &engine.Event{Kind: engine.KindOpen, Process: engine.Process{PID: 30}}
+	tb.Fill(open)
+	if open.Process.Binary != "/usr/bin/curl" || open.Process.PPID != 20 {
+		t.Errorf("open process = %+v, want curl with ppid 20", open.Process)
+	}
+	var chain []string
+	for _, a := range open.Process.Ancestors {
+		chain = append(chain, a.Binary)
+	}
+	if want := []string{"/bin/sh", "/usr/bin/containerd-shim"}; !slices.Equal(chain, want) {
+		t.Errorf("ancestors = %q, want %q", chain, want)
+	}
+	if open.Process.Parent.Binary != "/bin/sh" || !slices.Equal(open.Process.Parent.Args, []string{"sh", "-c", "curl x"}) {
+		t.Errorf("parent = %+v", open.Process.Parent)
+	}
+
+	// The shell exits; a late event of its child still resolves it.
+	tb.Observe(ev(engine.KindExit, 20, 10, ""), 0)
+	late := &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: 30, PPID: 20}}
+	tb.Fill(late)
+	if late.Process.Parent.Binary != "/bin/sh" {
+		t.Errorf("late event parent = %+v, want the exited shell", late.Process.Parent)
+	}
+	if n := tb.GC(now.Add(30 * time.Second)); n != 0 {
+		t.Errorf("GC within the grace period removed %d", n)
+	}
+	if n := tb.GC(now.Add(2 * time.Minute)); n != 1 {
+		t.Errorf("GC after the grace period removed %d, want 1", n)
+	}
+	if _, err := tb.Get(20); err == nil {
+		t.Errorf("exited process still resolves after GC")
+	}
+}
+
+func TestStaleEntryIsReadAgainFromProc(t *testing.T) {
+	pid := int64(os.Getpid())
+	clock := func(p uint32) (uint64, bool) { return 99, p == uint32(pid) }
+	tb := New(Options{Clock: clock})
+	// The table believes we run /bin/old (an exec it missed since).
+	tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: pid, Binary: "/bin/old"}}, 5)
+	e, err := tb.Get(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	if e.Binary != exe || e.ExecTime != 99 {
+		t.Errorf("entry = %+v, want re-read binary %s with exec clock 99", e, exe)
+	}
+}
+
+func TestTableIsSafeForConcurrentUse(t *testing.T) {
+	tb := New(Options{Proc: t.TempDir()})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				pid := int64(w*10000 + i + 2)
+				tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: pid, PPID: pid - 1, Binary: "/bin/x"}}, 1)
+				ev := &engine.Event{Kind: engine.KindOpen, Process: engine.Process{PID: pid}}
+				tb.Fill(ev)
+				tb.Observe(&engine.Event{Kind: engine.KindExit, Process: engine.Process{PID: pid}}, 0)
+			}
+		}()
+	}
+	wg.Wait()
+	tb.GC(time.Now().Add(time.Hour))
+}
+
+// BenchmarkMemory10kProcesses reports the heap the table holds for 10,000
+// processes with realistic binaries and arguments.
+func BenchmarkMemory10kProcesses(b *testing.B) {
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		tb := New(Options{Proc: b.TempDir()})
+		for i := range 10000 {
+			tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{
+				// Distinct strings, as decoded events carry.
+				PID: int64(i + 2), PPID: int64(i/10 + 1), Binary: fmt.Sprintf("/usr/local/bin/service-%d", i),
+				Args: []string{fmt.Sprintf("/usr/local/bin/service-%d", i), "--config", fmt.Sprintf("/etc/service/%d.yaml", i), fmt.Sprintf("--port=%d", 8000+i)},
+			}}, uint64(i))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB/10k-procs")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/10000, "B/proc")
+		runtime.KeepAlive(tb)
+	}
+}
+
+func BenchmarkFill(b *testing.B) {
+	tb := New(Options{Proc: b.TempDir()})
+	for i := range 10000 {
+		tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: int64(i + 2), PPID: int64(i/10 + 1), Binary: "/bin/x"}}, 1)
+	}
+	ev := &engine.Event{Kind: engine.KindOpen, Process: engine.Process{PID: 9999}}
+	b.ReportAllocs()
+	for b.Loop() {
+		ev.Process.Binary = ""
+		tb.Fill(ev)
+	}
+}
