@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/riposte-dev/riposte/engine"
-	"github.com/riposte-dev/riposte/engine/ruleset"
 )
 
 func init() {
@@ -31,21 +30,21 @@ type alert struct {
 func replayCmd(args []string) int {
 	fs := pflag.NewFlagSet("riposte replay", pflag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: riposte replay --rules PATH [--output text|json] FILE...\n\nEvaluates rules over recorded events: riposte JSON lines or Kubernetes audit\nlogs (one audit.k8s.io/v1 Event per line, as --audit-log-path writes them),\ndetected per line. Prints each match and a per-rule summary. A line that does\nnot decode is reported and the rest are still evaluated. FILE - reads stdin.")
+		fmt.Fprintln(os.Stderr, "usage: riposte replay [--rules PATH] [--output text|json] FILE...\n\nEvaluates rules over recorded events: riposte JSON lines or Kubernetes audit\nlogs (one audit.k8s.io/v1 Event per line, as --audit-log-path writes them),\ndetected per line. Prints each match and a per-rule summary. A line that does\nnot decode is reported and the rest are still evaluated. FILE - reads stdin.\nWithout --rules the library embedded in the binary is used.")
 		fs.PrintDefaults()
 	}
 	var rules []string
-	fs.StringSliceVar(&rules, "rules", nil, "rule files or folders (repeatable)")
+	fs.StringSliceVar(&rules, "rules", nil, "rule files or folders (repeatable; default: the embedded library)")
 	output := fs.String("output", "text", "text or json (one JSON object per match)")
 	noThrottle := fs.Bool("no-throttle", false, "report every match, ignoring the rules' throttle windows")
 	if err := fs.Parse(args); err != nil {
 		return exitBadUsage
 	}
-	if len(rules) == 0 || fs.NArg() == 0 || (*output != "text" && *output != "json") {
+	if fs.NArg() == 0 || (*output != "text" && *output != "json") {
 		fs.Usage()
 		return exitBadUsage
 	}
-	set, loadErrs := ruleset.Load(rules...)
+	set, loadErrs := loadRules(rules)
 	bad := false
 	for _, err := range loadErrs {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)

@@ -184,13 +184,40 @@ func Load(paths ...string) (*Set, []error) {
 	}
 	sort.Strings(files)
 	for _, f := range files {
-		errs = append(errs, s.loadFile(f)...)
+		errs = append(errs, s.loadFile(nil, f)...)
 	}
 	return s, errs
 }
 
-func (s *Set) loadFile(file string) []error {
-	f, err := os.Open(file)
+// LoadFS reads every *.yaml and *.yml file of a file system, for the rule
+// library embedded in the binary.
+func LoadFS(fsys fs.FS) (*Set, []error) {
+	s := &Set{}
+	var errs []error
+	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+			return nil
+		}
+		errs = append(errs, s.loadFile(fsys, path)...)
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("load embedded rules: %w", err))
+	}
+	return s, errs
+}
+
+func (s *Set) loadFile(fsys fs.FS, file string) []error {
+	var f fs.File
+	var err error
+	if fsys == nil {
+		f, err = os.Open(file)
+	} else {
+		f, err = fsys.Open(file)
+	}
 	if err != nil {
 		return []error{fmt.Errorf("load %s: %w", file, err)}
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/riposte-dev/riposte/rules"
 )
 
 func load(t *testing.T, paths ...string) (*Set, []error) {
@@ -204,4 +206,21 @@ func FuzzLoad(f *testing.F) {
 		_ = Run(s)
 		_ = Lint(s)
 	})
+}
+
+func TestEmbeddedLibraryEqualsTheFolder(t *testing.T) {
+	embedded, errs := LoadFS(rules.FS)
+	if len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	onDisk, _ := Load(filepath.Join("..", "..", "rules"))
+	if len(embedded.Rules) != len(onDisk.Rules) || len(embedded.Playbooks) != len(onDisk.Playbooks) {
+		t.Fatalf("embedded %d rules %d playbooks, folder %d rules %d playbooks",
+			len(embedded.Rules), len(embedded.Playbooks), len(onDisk.Rules), len(onDisk.Playbooks))
+	}
+	for _, r := range embedded.Rules {
+		if r.Compiled == nil {
+			t.Errorf("embedded rule %s: %v", r.ID(), r.Err)
+		}
+	}
 }
