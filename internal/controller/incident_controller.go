@@ -1,0 +1,60 @@
+package controller
+
+import (
+	"context"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/responders"
+)
+
+// IncidentReconciler runs the playbooks of Incidents through a responders.Runner.
+// Unlike the other reconcilers it does not patch status in a defer: the Runner
+// persists every step transition itself, before and after each action, because
+// the Incident status is what a restarted controller resumes from.
+type IncidentReconciler struct {
+	client.Client
+	Runner *responders.Runner
+}
+
+// +kubebuilder:rbac:groups=riposte.dev,resources=incidents,verbs=get;list;watch
+// +kubebuilder:rbac:groups=riposte.dev,resources=incidents/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=riposte.dev,resources=responseplaybooks;clusterresponseplaybooks,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
+// +kubebuilder:rbac:groups="",resources=events,verbs=list
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;patch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;create;update;delete
+// +kubebuilder:rbac:groups=apps,resources=replicasets;deployments;statefulsets;daemonsets,verbs=get
+// +kubebuilder:rbac:groups="",resources=replicationcontrollers,verbs=get
+// +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale;replicasets/scale,verbs=get;update
+// +kubebuilder:rbac:groups="",resources=replicationcontrollers/scale,verbs=get;update
+// +kubebuilder:rbac:groups=batch,resources=jobs;cronjobs,verbs=get
+
+// SetupWithManager registers the reconciler. New Incidents and annotation
+// changes (approve, revert) trigger it; status writes (match counts, our own
+// step records) do not.
+func (r *IncidentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Incident{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Named("incident").
+		Complete(r)
+}
+
+// Reconcile advances the Incident's playbooks. An error (an API call that
+// failed, a status conflict that outlived retries) requeues with backoff; a
+// step waiting for approval is resumed by the annotation change.
+func (r *IncidentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	inc := &v1alpha1.Incident{}
+	if err := r.Get(ctx, req.NamespacedName, inc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if _, err := r.Runner.Run(ctx, inc); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
+}
