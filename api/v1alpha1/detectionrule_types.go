@@ -204,6 +204,3 @@ type ClusterDetectionRuleList struct {
 	Items           []ClusterDetectionRule `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&DetectionRule{}, &DetectionRuleList{}, &ClusterDetectionRule{}, &ClusterDetectionRuleList{})
-}

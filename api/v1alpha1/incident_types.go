@@ -191,6 +191,3 @@ type IncidentList struct {
 	Items           []Incident `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&Incident{}, &IncidentList{})
-}

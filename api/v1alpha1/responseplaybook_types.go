@@ -226,6 +226,3 @@ type ClusterResponsePlaybookList struct {
 	Items           []ClusterResponsePlaybook `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&ResponsePlaybook{}, &ResponsePlaybookList{}, &ClusterResponsePlaybook{}, &ClusterResponsePlaybookList{})
-}

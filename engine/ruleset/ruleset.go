@@ -15,8 +15,6 @@ import (
 	"sort"
 	"strings"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
 )
@@ -265,12 +263,6 @@ func (s *Set) addTestFile(d *document) error {
 	}
 	s.TestFiles = append(s.TestFiles, t)
 	return nil
-}
-
-type header struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   metav1.ObjectMeta `json:"metadata"`
 }
 
 func (s *Set) addDocument(d *document) error {
