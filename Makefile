@@ -49,8 +49,9 @@ bench: ## the benchmarks behind docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/...
 
 .PHONY: fuzz
-fuzz: ## fuzz the event decoder and the rule loader for 60 s each (seed corpora run in make test)
+fuzz: ## fuzz the event decoder, the compiler and the rule loader for 60 s each (seed corpora run in make test)
 	$(GO) test -run '^$$' -fuzz FuzzDecodeLine -fuzztime 60s ./engine
+	$(GO) test -run '^$$' -fuzz FuzzCompile -fuzztime 60s ./engine
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 60s ./engine/ruleset
 
 CONTROLLER_GEN_VERSION := v0.23.0
