@@ -120,3 +120,13 @@ func (s *Store) PeerAt(ip string, t time.Time) (engine.Peer, bool) {
 	p := engine.Peer{IP: ip}
 	return p, s.resolvePeer(s.view.Load(), &p, t) != Unresolved
 }
+
+// Pod returns the stored pod with the given uid (possibly a tombstone), or
+// nil. It reads memdb, not the view: for evidence and tests, not per event.
+func (s *Store) Pod(uid string) *Pod {
+	o, err := s.db.Txn(false).First(tablePods, "id", uid)
+	if err != nil || o == nil {
+		return nil
+	}
+	return o.(*Pod)
+}
