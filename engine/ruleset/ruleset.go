@@ -134,6 +134,36 @@ func (s *Set) Compiled() []*engine.Rule {
 	return out
 }
 
+// Live returns the rules that would go live in a cluster: compiled, not
+// suspended, and passing their embedded tests. The others come back as
+// errors saying why, so a command can tell the user what it left out.
+func (s *Set) Live() ([]*engine.Rule, []error) {
+	var live []*engine.Rule
+	var out []error
+	for _, r := range s.Rules {
+		switch {
+		case r.Err != nil:
+			out = append(out, r.Err)
+		case r.Spec.Suspend:
+			out = append(out, &Error{File: r.File, Line: r.Line, Rule: r.ID(), Msg: "suspended"})
+		default:
+			failed := ""
+			for _, tr := range engine.RunTests(r.Compiled) {
+				if !tr.Passed {
+					failed = fmt.Sprintf("embedded test %q fails: %s", tr.Test, tr.Message)
+					break
+				}
+			}
+			if failed != "" {
+				out = append(out, &Error{File: r.File, Line: r.Line, Rule: r.ID(), Msg: failed})
+				continue
+			}
+			live = append(live, r.Compiled)
+		}
+	}
+	return live, out
+}
+
 // Rule returns the rule with an ID, or nil.
 func (s *Set) Rule(id string) *Rule {
 	for _, r := range s.Rules {

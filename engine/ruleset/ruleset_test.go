@@ -224,3 +224,18 @@ func TestEmbeddedLibraryEqualsTheFolder(t *testing.T) {
 		}
 	}
 }
+
+func TestLiveLeavesOutRulesThatFailTheirTests(t *testing.T) {
+	s, _ := load(t, "testdata/bad/wrong-test.yaml", "testdata/bad/bad-cel.yaml")
+	live, notLive := s.Live()
+	if len(live) != 1 || live[0].Name() != "good" {
+		t.Fatalf("live rules %v, want only good", live)
+	}
+	msgs := ""
+	for _, e := range notLive {
+		msgs += e.Error() + "\n"
+	}
+	if !strings.Contains(msgs, `rule "wrong-test": embedded test "bash claimed to fire" fails`) || !strings.Contains(msgs, `rule "bad-cel"`) {
+		t.Fatalf("not-live reasons:\n%s", msgs)
+	}
+}
