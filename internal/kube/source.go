@@ -33,6 +33,7 @@ type Source struct {
 	OnError func(error)
 
 	changes chan change
+	done    <-chan struct{}
 }
 
 // change is one informer notification, or a barrier when done is set.
@@ -49,6 +50,7 @@ func (s *Source) Start(ctx context.Context) error {
 		return errors.New("start kube source: Client, Store and Owners are required")
 	}
 	s.changes = make(chan change, 1024)
+	s.done = ctx.Done()
 
 	podOpts := []informers.SharedInformerOption{informers.WithTransform(strip)}
 	if s.Node != "" {
@@ -105,7 +107,10 @@ func (s *Source) enqueuePod(o any, deleted bool) {
 		o, deleted = d.Obj, true
 	}
 	if p, ok := o.(*corev1.Pod); ok {
-		s.changes <- change{pod: p, deleted: deleted}
+		select {
+		case s.changes <- change{pod: p, deleted: deleted}:
+		case <-s.done: // the writer has stopped; do not block the informer
+		}
 	}
 }
 
