@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
 )
 
 // Kill stops the subject: its process (SIGKILL by the node agent), its
@@ -151,4 +150,3 @@ func (a *Kill) Do(ctx context.Context, req *Request) (Result, error) {
 		return Result{}, fmt.Errorf("unknown kill target %q", t)
 	}
 }
-

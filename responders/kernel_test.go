@@ -1,0 +1,223 @@
+package responders_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/responders"
+	"github.com/riposte-dev/riposte/responders/node"
+)
+
+// podCgroup creates a kubelet-style cgroup (kubepods/besteffort/pod<uid>/<id>)
+// for an API pod under a private root of the real cgroup v2 hierarchy. It
+// fails, never skips, without root or cgroup v2.
+func podCgroup(t testing.TB, uid string) (root, containerID, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("this test needs root to create cgroups and load BPF programs")
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(node.DefaultCgroupRoot, &st); err != nil || st.Type != 0x63677270 {
+		t.Fatalf("cgroup v2 is not mounted at %s (statfs: %v)", node.DefaultCgroupRoot, err)
+	}
+	root, err := os.MkdirTemp(node.DefaultCgroupRoot, "riposte-test-")
+	if err != nil {
+		t.Fatalf("create test cgroup root: %v", err)
+	}
+	containerID = fmt.Sprintf("%064x", time.Now().UnixNano())
+	dir = filepath.Join(root, "kubepods", "besteffort", "pod"+uid, containerID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("create pod cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		for d := dir; strings.HasPrefix(d, root); d = filepath.Dir(d) {
+			for i := 0; i < 50; i++ {
+				if err := syscall.Rmdir(d); err == nil || errors.Is(err, os.ErrNotExist) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	return root, containerID, dir
+}
+
+// startInCgroup runs the echo helper as the "container" process in dir.
+func startInCgroup(t *testing.T, dir string) (*exec.Cmd, string) {
+	t.Helper()
+	fd, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "RIPOSTE_HELPER=serve")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start helper in %s: %v", dir, err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.HasPrefix(line, "ERR") {
+		t.Fatalf("helper: %q %v", line, err)
+	}
+	return cmd, strings.TrimSpace(line)
+}
+
+func mountBPF(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+func echoes(c net.Conn, r *bufio.Reader, msg string, wait time.Duration) bool {
+	if msg != "" {
+		if _, err := c.Write([]byte(msg + "\n")); err != nil {
+			return false
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	_, err := r.ReadString('\n')
+	return err == nil
+}
+
+func TestIsolateInKernelThroughIncidentCutsLoopbackConnectionAndRevertRestoresIt(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, _, dir := podCgroup(t, string(p.UID))
+	_, port := startInCgroup(t, dir)
+	c, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatalf("connect to the pod: %v", err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if !echoes(c, r, "before", 2*time.Second) {
+		t.Fatalf("no echo before isolation")
+	}
+
+	local := &node.Local{CgroupRoot: root, PinDir: mountBPF(t)}
+	run1 := runner(responders.Defaults(kc, local, nil, nil))
+	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate})))
+	inc, _ = run(t, run1, inc)
+	st := wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: cgroup_skb ingress+egress attached to "+filepath.Dir(dir))
+	if st.Undo["kernel"] != "attached" || st.Undo["networkPolicy"] == "" {
+		t.Fatalf("both layers must be recorded: undo %v", st.Undo)
+	}
+	if echoes(c, r, "during", time.Second) {
+		t.Fatalf("the established loopback connection still works while isolated")
+	}
+
+	// The agent restarts between isolate and revert: the pinned links survive.
+	if err := local.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if echoes(c, r, "", 300*time.Millisecond) {
+		t.Fatalf("isolation ended with the process that attached it")
+	}
+	annotate(t, inc, v1alpha1.RevertAnnotation)
+	run2 := runner(responders.Defaults(kc, &node.Local{CgroupRoot: root, PinDir: local.PinDir}, nil, nil))
+	inc, _ = run(t, run2, inc)
+	wantPhase(t, inc, "isolate", v1alpha1.StepReverted, "kernel programs detached")
+	if !echoes(c, r, "", 15*time.Second) {
+		t.Fatalf("the held-back line did not arrive after revert")
+	}
+	if !echoes(c, r, "after", 2*time.Second) {
+		t.Fatalf("no echo after revert")
+	}
+	var np networkingv1.NetworkPolicy
+	if err := kc.Get(ctxT(t), client.ObjectKey{Namespace: ns, Name: "riposte-isolate-" + p.Name}, &np); !apierrors.IsNotFound(err) {
+		t.Fatalf("NetworkPolicy after revert: %v", err)
+	}
+}
+
+func TestKillProcessThroughIncidentSendsSIGKILL(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, cid, dir := podCgroup(t, string(p.UID))
+	cmd, _ := startInCgroup(t, dir)
+	subject := subjectOf(p)
+	subject.PID, subject.ContainerID, subject.Binary = int64(cmd.Process.Pid), "containerd://"+cid, os.Args[0]
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "process"}})))
+	inc, _ = run(t, runner(responders.Defaults(kc, &node.Local{CgroupRoot: root}, nil, nil)), inc)
+	wantPhase(t, inc, "kill", v1alpha1.StepSucceeded, "killed with SIGKILL")
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("process exit %v, want SIGKILL", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", cmd.Process.Pid)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("process %d still exists", cmd.Process.Pid)
+	}
+}
+
+// BenchmarkMatchToIsolate measures the latency from a match (the Incident
+// being created) to the first action done: NetworkPolicy created, pod labelled
+// and, for "kernel", the cgroup_skb programs attached.
+func BenchmarkMatchToIsolate(b *testing.B) {
+	for _, kernel := range []bool{false, true} {
+		name := "api"
+		if kernel {
+			name = "api+kernel"
+		}
+		b.Run(name, func(b *testing.B) {
+			ns := uniq("bench")
+			if err := shared.EnsureServiceAccount(ctxB(b), ns, "default"); err != nil {
+				b.Fatal(err)
+			}
+			ref := playbookB(b)
+			var lat []time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				p := podB(b, ns)
+				var local *node.Local
+				if kernel {
+					root, _, _ := podCgroup(b, string(p.UID))
+					local = &node.Local{CgroupRoot: root}
+				}
+				r := runner(responders.Defaults(kc, local, nil, nil))
+				b.StartTimer()
+				start := time.Now()
+				inc := incidentB(b, ns, p, ref)
+				out, err := r.Run(ctxB(b), inc)
+				if err != nil || !out.Done || inc.Status.Steps[0].Phase != v1alpha1.StepSucceeded {
+					b.Fatalf("run: %v %+v %+v", err, out, inc.Status.Steps)
+				}
+				lat = append(lat, time.Since(start))
+				b.StopTimer()
+				if local != nil {
+					_ = local.ReleasePod(ctxB(b), string(p.UID))
+				}
+				b.StartTimer()
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			pct := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+			b.ReportMetric(pct(0.5), "p50-ms")
+			b.ReportMetric(pct(0.99), "p99-ms")
+			b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+		})
+	}
+}
