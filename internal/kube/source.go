@@ -238,11 +238,7 @@ func (s *Source) report(err error) {
 func strip(o any) (any, error) {
 	if m, ok := o.(metav1.Object); ok {
 		m.SetManagedFields(nil)
-		if a := m.GetAnnotations(); a != nil {
-			if _, ok := a["kubectl.kubernetes.io/last-applied-configuration"]; ok {
-				delete(a, "kubectl.kubernetes.io/last-applied-configuration")
-			}
-		}
+		delete(m.GetAnnotations(), "kubectl.kubernetes.io/last-applied-configuration")
 	}
 	return o, nil
 }
