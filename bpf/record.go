@@ -135,8 +135,8 @@ type Decoder struct {
 	Node string
 }
 
-// Decode fills ev from one record. ev is reset first; slices in it are
-// reused when they have room, so a caller that keeps events must copy them.
+// Decode fills ev from one record. ev is reset first; its slices are
+// always fresh, so the process table may keep them.
 func (d *Decoder) Decode(b []byte, ev *engine.Event) (Meta, error) {
 	var m Meta
 	if len(b) < hdrSize {
@@ -151,7 +151,6 @@ func (d *Decoder) Decode(b []byte, ev *engine.Event) (Meta, error) {
 		return m, fmt.Errorf("decode %s record: header size %d, have %d bytes: %w", kindNames[kind], size, len(b), ErrShortRecord)
 	}
 	b = b[:size]
-	args := ev.Process.Args[:0]
 	*ev = engine.Event{}
 	ev.Kind = kindNames[kind]
 	ev.Node = d.Node
@@ -194,7 +193,7 @@ func (d *Decoder) Decode(b []byte, ev *engine.Event) (Meta, error) {
 		if al > argsMax || execArgsData+al > len(b) {
 			return m, fmt.Errorf("decode exec record: args length %d: %w", al, ErrShortRecord)
 		}
-		p.Args = splitArgs(b[execArgsData:execArgsData+al], args)
+		p.Args = splitArgs(b[execArgsData:execArgsData+al], nil)
 	case kFork:
 		if err := need(forkSize); err != nil {
 			return m, err

@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/riposte-dev/riposte/bpf"
+	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/internal/agent/proctable"
+)
+
+// Config configures an agent.
+type Config struct {
+	Node string
+	Log  *slog.Logger
+	// Registry receives the agent's metrics; nil registers nothing.
+	Registry prometheus.Registerer
+	// OnMatch is called for each event some rule matched, in the reading
+	// goroutine; ev and its slices are reused after it returns.
+	OnMatch func(ev *engine.Event, matches []engine.Match)
+	// OnEnforce is called for each in-kernel enforcement (an enforce event).
+	OnEnforce func(ev *engine.Event)
+	// OnEvent, when set, sees every decoded event (tests, recording).
+	OnEvent func(ev *engine.Event)
+	// Sensors tunes the sensors (tests report the agent's own activity).
+	Sensors bpf.Options
+}
+
+// ruleState is one rule set, swapped whole when rules change.
+type ruleState struct {
+	matcher  *engine.Matcher
+	killRule []string // kill slot - 1 -> rule name
+}
+
+// Agent is the running pipeline.
+type Agent struct {
+	cfg         Config
+	sensors     *bpf.Sensors
+	table       *proctable.Table
+	rules       atomic.Pointer[ruleState]
+	counters    *countersCollector
+	Enforcement Enforcement
+}
+
+// New probes the enforcement, loads and attaches the sensors and seeds the
+// process table. It returns an error wrapping bpf.ErrMissing when the machine
+// cannot run them.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if err := bpf.Check(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg}
+	a.Enforcement = ProbeLSM()
+	s, err := bpf.Load(cfg.Sensors)
+	if err != nil {
+		return nil, err
+	}
+	a.sensors = s
+	a.Enforcement.Announce(cfg.Log, cfg.Registry)
+	a.table = proctable.New(proctable.Options{Clock: s.ExecTime})
+	if err := a.table.Seed(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	a.counters = newCountersCollector(s)
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(a.counters); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("register agent metrics: %w", err)
+		}
+	}
+	a.rules.Store(&ruleState{matcher: engine.NewMatcher(nil)})
+	return a, nil
+}
+
+// Sensors exposes the loaded sensors (counters, filter).
+func (a *Agent) Sensors() *bpf.Sensors { return a.sensors }
+
+// Table exposes the process table.
+func (a *Agent) Table() *proctable.Table { return a.table }
+
+// SetRules makes a rule set live: the kernel filter, the kill sets and the
+// matcher, without reattaching anything. kill are the rules a playbook asks
+// to kill in the kernel; those the kernel cannot check exactly are returned
+// as skipped (with the reason) and not killed in the kernel.
+func (a *Agent) SetRules(rules, kill []*engine.Rule) (skipped []error, err error) {
+	in := make([]bpf.RuleConstraints, len(rules))
+	for i, r := range rules {
+		in[i] = bpf.RuleConstraints{Name: r.Name(), Constraints: r.Constraints()}
+	}
+	ks, skipped := NewKillSet(kill)
+	st := &ruleState{matcher: engine.NewMatcher(rules)}
+	slot := map[string]uint32{}
+	bins, names := map[string]uint32{}, map[string]uint32{}
+	for b, rule := range ks.Binaries {
+		bins[b] = slotOf(st, slot, rule)
+	}
+	for n, rule := range ks.Names {
+		names[n] = slotOf(st, slot, rule)
+	}
+	// Matcher first, kernel after: a filter wider than the matcher is sound.
+	a.rules.Store(st)
+	if err := a.sensors.SetFilter(bpf.NewFilter(in)); err != nil {
+		return skipped, err
+	}
+	if err := a.sensors.SetKill(bins, names); err != nil {
+		return skipped, err
+	}
+	return skipped, nil
+}
+
+func slotOf(st *ruleState, slot map[string]uint32, rule string) uint32 {
+	if s, ok := slot[rule]; ok {
+		return s
+	}
+	st.killRule = append(st.killRule, rule)
+	slot[rule] = uint32(len(st.killRule))
+	return slot[rule]
+}
+
+// Close detaches the sensors.
+func (a *Agent) Close() error { return a.sensors.Close() }
+
+// Run reads events until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	go a.housekeeping(ctx)
+	d := bpf.Decoder{Boot: bpf.BootTime(), Node: a.cfg.Node}
+	var (
+		rec     ringbuf.Record
+		ev      engine.Event
+		matches []engine.Match
+	)
+	for {
+		// A short deadline lets the loop notice ctx: the reader cannot be
+		// interrupted from another goroutine without closing it.
+		a.sensors.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if err := a.sensors.Read(&rec); err != nil {
+			if ctx.Err() != nil || errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		meta, err := d.Decode(rec.RawSample, &ev)
+		if err != nil {
+			a.counters.decodeError(ev.Kind)
+			continue
+		}
+		a.table.Observe(&ev, meta.KTime)
+		a.table.Fill(&ev)
+		engine.Normalize(&ev)
+		st := a.rules.Load()
+		if meta.EnforceSlot != 0 && a.cfg.OnEnforce != nil {
+			enf := engine.Event{Kind: engine.KindEnforce, Time: ev.Time, Node: ev.Node, Process: ev.Process}
+			enf.Enforcement = engine.Enforcement{Action: "kill", Layer: "bpf_send_signal"}
+			if i := int(meta.EnforceSlot) - 1; i < len(st.killRule) {
+				enf.Enforcement.Rule = st.killRule[i]
+			}
+			a.cfg.OnEnforce(&enf)
+		}
+		if a.cfg.OnEvent != nil {
+			a.cfg.OnEvent(&ev)
+		}
+		matches = st.matcher.Match(&ev, matches[:0])
+		if len(matches) > 0 && a.cfg.OnMatch != nil {
+			a.cfg.OnMatch(&ev, matches)
+		}
+	}
+}
+
+// housekeeping logs losses at a bounded rate and ages the process table.
+func (a *Agent) housekeeping(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	loss := lossLogger{log: a.cfg.Log, interval: 10 * time.Second}
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if c, err := a.sensors.Counters(); err == nil {
+				loss.observe(now, c)
+			}
+			if n++; n%10 == 0 {
+				a.table.Sweep(now)
+				a.table.GC(now)
+			}
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/riposte-dev/riposte/bpf"
+	"github.com/riposte-dev/riposte/engine"
+)
+
+// countersCollector exports the kernel's per-CPU counters, summed at scrape
+// time, as riposte_agent_events_total{kind,outcome}, plus the user-space
+// outcomes (decode errors).
+type countersCollector struct {
+	s      *bpf.Sensors
+	desc   *prometheus.Desc
+	mu     sync.Mutex
+	decode map[engine.Kind]uint64
+}
+
+func newCountersCollector(s *bpf.Sensors) *countersCollector {
+	return &countersCollector{
+		s: s,
+		desc: prometheus.NewDesc("riposte_agent_events_total",
+			"Events by kind and outcome: seen by a sensor, dropped by the in-kernel prefilter, submitted to the ring buffer, lost because it was full, or undecodable in user space.",
+			[]string{"kind", "outcome"}, nil),
+		decode: map[engine.Kind]uint64{},
+	}
+}
+
+func (c *countersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *countersCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.s.Counters()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for k, v := range counts {
+		for i, o := range bpf.Outcomes {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v[i]), string(k), o)
+		}
+	}
+	c.mu.Lock()
+	for k, v := range c.decode {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), string(k), "decode_error")
+	}
+	c.mu.Unlock()
+}
+
+func (c *countersCollector) decodeError(k engine.Kind) {
+	c.mu.Lock()
+	c.decode[k]++
+	c.mu.Unlock()
+}
+
+// lossLogger logs ring-buffer losses at a bounded rate: at most one line per
+// interval, carrying every loss since the previous line.
+type lossLogger struct {
+	log      *slog.Logger
+	interval time.Duration
+	last     map[engine.Kind]uint64
+	pending  map[engine.Kind]uint64
+	lastLog  time.Time
+}
+
+func (l *lossLogger) observe(now time.Time, counts bpf.Counts) {
+	if l.last == nil {
+		l.last, l.pending = map[engine.Kind]uint64{}, map[engine.Kind]uint64{}
+	}
+	for k, v := range counts {
+		lost := v[3]
+		if d := lost - l.last[k]; d > 0 {
+			l.pending[k] += d
+		}
+		l.last[k] = lost
+	}
+	if len(l.pending) == 0 || now.Sub(l.lastLog) < l.interval {
+		return
+	}
+	var total uint64
+	attrs := []any{}
+	for k, v := range l.pending {
+		total += v
+		attrs = append(attrs, string(k), v)
+	}
+	l.log.Warn("ring buffer full: events lost", append([]any{"lost", total, "since", l.lastLog.Format(time.RFC3339)}, attrs...)...)
+	l.pending = map[engine.Kind]uint64{}
+	l.lastLog = now
+}
