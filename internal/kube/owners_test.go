@@ -24,7 +24,7 @@ func TestOwnerChainsThroughTheAPI(t *testing.T) {
 
 	cj, err := e.client.BatchV1().CronJobs(e.ns).Create(e.ctx, &batchv1.CronJob{
 		ObjectMeta: metav1.ObjectMeta{Name: "backup"},
-		Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl}}},
+		Spec:       batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create cronjob: %v", err)
