@@ -192,11 +192,11 @@ func (r *Runner) runPlaybook(ctx context.Context, inc *v1alpha1.Incident, ref v1
 			}
 			inc.Status.Steps = append(inc.Status.Steps, st)
 		}
-		if err := r.persist(ctx, inc); err != nil {
-			return Outcome{}, err
-		}
+		// Every path of the first step persists before acting, so a refusal
+		// is the only admission that needs its own write (one write fewer on
+		// the way to the first action).
 		if reason != "" {
-			return Outcome{Done: true}, nil
+			return Outcome{Done: true}, r.persist(ctx, inc)
 		}
 	}
 
