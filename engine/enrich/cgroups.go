@@ -29,7 +29,8 @@ func DefaultCgroupRoot() string {
 	return "/sys/fs/cgroup/unified"
 }
 
-// Cgroup is one container cgroup found by Scan.
+// Cgroup is one cgroup found by Scan. Ref is empty for cgroups that are
+// not a container's (the host's slices, kubepods, pod-level cgroups).
 type Cgroup struct {
 	Ref
 	ID uint64
@@ -65,13 +66,13 @@ func (c Cgroups) Find(id uint64) (string, error) {
 	return found, nil
 }
 
-// Scan returns every cgroup under Root whose path names a container.
+// Scan returns every cgroup under Root, with Ref set where the path names
+// a container.
 func (c Cgroups) Scan() ([]Cgroup, error) {
 	var out []Cgroup
 	err := c.walk(func(path string, ino uint64) bool {
-		if ref, ok := ParsePath(path); ok {
-			out = append(out, Cgroup{Ref: ref, ID: ino, Path: path})
-		}
+		ref, _ := ParsePath(path)
+		out = append(out, Cgroup{Ref: ref, ID: ino, Path: path})
 		return true
 	})
 	if err != nil {

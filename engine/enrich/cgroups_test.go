@@ -112,4 +112,20 @@ func TestCgroupsOnTheRealKernel(t *testing.T) {
 	if ev.Pod.Name != "web" || ev.Container.ImageDigest != "sha256:aa" {
 		t.Errorf("event not enriched after scan: %+v", ev)
 	}
+
+	// The test's own process runs in a host cgroup: no identity, counted
+	// as host rather than as a miss.
+	_, self := procCgroupID(t, c, os.Getpid())
+	unresolved := s.Stats().Get(KindContainer, Unresolved)
+	host := engine.Event{Kind: engine.KindExec, Time: t0, Process: engine.Process{CgroupID: self}}
+	s.Enrich(&host)
+	if host.Container.ID != "" || host.Pod.UID != "" {
+		t.Errorf("host process got identity %+v", host.Pod)
+	}
+	if got := s.Stats().Get(KindContainer, Host); got != 1 {
+		t.Errorf("host = %d, want 1", got)
+	}
+	if got := s.Stats().Get(KindContainer, Unresolved); got != unresolved {
+		t.Errorf("host process counted as unresolved (%d → %d)", unresolved, got)
+	}
 }

@@ -25,6 +25,10 @@ func (s *Store) Enrich(ev *engine.Event) {
 		case ev.Process.CgroupID != 0:
 			ident := v.cgroups[ev.Process.CgroupID]
 			if ident == nil {
+				if _, ok := v.hosts[ev.Process.CgroupID]; ok {
+					s.stats.count(KindContainer, Host)
+					break
+				}
 				// Ask the scanner to look; never block the event path.
 				select {
 				case s.misses <- ev.Process.CgroupID:

@@ -30,10 +30,11 @@ const (
 	Resolved   Outcome = iota // from a live container, pod or lease
 	Tombstoned                // from a deleted pod or exited container still retained
 	Unresolved                // nothing known (or the tombstone had expired): left empty
+	Host                      // the process runs in a host cgroup, in no container
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"resolved", "tombstoned", "unresolved"}
+var outcomeNames = [numOutcomes]string{"resolved", "tombstoned", "unresolved", "host"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
@@ -52,7 +53,7 @@ func (s *Store) Stats() *Stats { return &s.stats }
 
 var resolutionsDesc = prometheus.NewDesc(
 	"riposte_enrich_resolutions_total",
-	"Identity resolutions by Enrich, by kind (container, peer, audit_source) and outcome (resolved, tombstoned, unresolved).",
+	"Identity resolutions by Enrich, by kind (container, peer, audit_source) and outcome (resolved, tombstoned, unresolved, host).",
 	[]string{"kind", "outcome"}, nil)
 
 // Collector exposes the store's counters to Prometheus. The counters stay

@@ -77,6 +77,9 @@ type view struct {
 	containers map[string]*Identity
 	holders    map[string][]holder // by IP, sorted by from
 	services   map[string]*Service // by cluster IP
+	// hosts are cgroups the last scan found that are no container's, so
+	// host processes are counted apart from real misses.
+	hosts map[uint64]struct{}
 }
 
 // New returns an empty store.
@@ -102,6 +105,7 @@ func New(opts Options) (*Store, error) {
 		containers: map[string]*Identity{},
 		holders:    map[string][]holder{},
 		services:   map[string]*Service{},
+		hosts:      map[uint64]struct{}{},
 	})
 	return s, nil
 }
@@ -211,6 +215,9 @@ func (s *Store) publish(t *Txn) {
 				next.services[ip] = o.(*Service)
 			}
 		}
+	}
+	if t.hosts != nil {
+		next.hosts = t.hosts
 	}
 	s.view.Store(&next)
 }

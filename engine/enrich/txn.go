@@ -20,6 +20,7 @@ type Txn struct {
 	pods       map[string]struct{}
 	ips        map[string]struct{}
 	serviceIPs map[string]struct{}
+	hosts      map[uint64]struct{} // non-nil: replaces the view's host cgroups
 }
 
 // Now is the store's clock at the start of the transaction; it stamps lease
@@ -183,11 +184,17 @@ func (t *Txn) PutCgroup(ref Ref, id uint64) error {
 	return t.putContainer(&n)
 }
 
-// SyncCgroups records every container cgroup of a scan and retires
-// containers known only from a cgroup that the scan no longer finds.
+// SyncCgroups records a full scan: every container cgroup, the set of
+// cgroups that are not containers', and retires containers known only from
+// a cgroup that the scan no longer finds.
 func (t *Txn) SyncCgroups(scan []Cgroup) error {
 	seen := make(map[uint64]struct{}, len(scan))
+	t.hosts = map[uint64]struct{}{}
 	for _, c := range scan {
+		if c.ContainerID == "" {
+			t.hosts[c.ID] = struct{}{}
+			continue
+		}
 		seen[c.ID] = struct{}{}
 		if err := t.PutCgroup(c.Ref, c.ID); err != nil {
 			return err
