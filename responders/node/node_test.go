@@ -286,3 +286,32 @@ func mountBPF(t *testing.T) string {
 	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
 	return dir
 }
+
+// BenchmarkIsolateRelease measures the kernel layer alone: find the pod
+// cgroup, load the program, attach ingress and egress, then detach.
+func BenchmarkIsolateRelease(b *testing.B) {
+	root, err := os.MkdirTemp(node.DefaultCgroupRoot, "riposte-bench-")
+	if err != nil {
+		b.Fatalf("create cgroup root: %v", err)
+	}
+	uid := "0000bbbb-0000-4000-8000-000000000001"
+	dir := filepath.Join(root, "kubepods", "besteffort", "pod"+uid)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		for d := dir; strings.HasPrefix(d, root); d = filepath.Dir(d) {
+			_ = syscall.Rmdir(d)
+		}
+	}()
+	l := &node.Local{CgroupRoot: root}
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := l.IsolatePod(ctx, uid, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.ReleasePod(ctx, uid); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
