@@ -26,9 +26,10 @@ const (
 
 var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tableContainers: {Name: tableContainers, Indexes: map[string]*memdb.IndexSchema{
-		"id":     {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-		"cgroup": {Name: "cgroup", Indexer: &memdb.UintFieldIndex{Field: "CgroupID"}},
-		"pod":    {Name: "pod", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "PodUID"}},
+		// No cgroup index: cgroup lookups go to the view, and every index
+		// costs memory per container.
+		"id":  {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"pod": {Name: "pod", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "PodUID"}},
 	}},
 	tablePods: {Name: tablePods, Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "UID"}},
