@@ -68,6 +68,7 @@ type Cluster struct {
 	dir, binDir string
 	host        string
 	caPEM       []byte
+	authority   *ca
 	admin       keyPair
 	kubeconfig  string
 	ports       []int
@@ -293,7 +294,7 @@ func (c *Cluster) writePKI() (files, error) {
 	if err != nil {
 		return f, err
 	}
-	c.caPEM = authority.certPEM
+	c.authority, c.caPEM = authority, authority.certPEM
 	if err := os.WriteFile(f.caCert, c.caPEM, 0o600); err != nil {
 		return f, fmt.Errorf("write CA: %w", err)
 	}
@@ -466,6 +467,23 @@ func (c *Cluster) AdminConfig() *rest.Config {
 		QPS:   100,
 		Burst: 200,
 	}
+}
+
+// UserConfig returns a config that authenticates with a fresh client
+// certificate for user name in groups, e.g. ("system:node:worker-1",
+// "system:nodes") to act as a kubelet under the Node authorizer, or any user a
+// test binds roles to.
+func (c *Cluster) UserConfig(name string, groups ...string) (*rest.Config, error) {
+	pair, err := c.authority.issue(name, groups, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	return &rest.Config{
+		Host:            c.host,
+		TLSClientConfig: rest.TLSClientConfig{CAData: c.caPEM, CertData: pair.cert, KeyData: pair.key},
+		QPS:             100,
+		Burst:           200,
+	}, nil
 }
 
 // EnsureServiceAccount creates the namespace and the ServiceAccount unless

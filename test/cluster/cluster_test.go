@@ -14,6 +14,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -238,5 +239,58 @@ func TestStartTStopsEverything(t *testing.T) {
 	}
 	if c.Host() == shared.Host() {
 		t.Errorf("private cluster shares the shared one's address %s", c.Host())
+	}
+}
+
+// TestNodeAuthorizerScopesKubeletToItsPods proves --authorization-mode=Node:
+// a node identity may read a secret only once a pod bound to that node uses it.
+func TestNodeAuthorizerScopesKubeletToItsPods(t *testing.T) {
+	ctx := testContext(t)
+	const ns, node = "nodeauth", "worker-1"
+	admin := kubernetes.NewForConfigOrDie(shared.AdminConfig())
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"}, StringData: map[string]string{"password": "x"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := shared.UserConfig("system:node:"+node, "system:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet := kubernetes.NewForConfigOrDie(cfg)
+	if _, err := kubelet.CoreV1().Secrets(ns).Get(ctx, "db", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("node %s reads a secret no pod of it uses: err = %v, want Forbidden", node, err)
+	}
+
+	_, err = admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "app"},
+		Spec: corev1.PodSpec{
+			NodeName:   node,
+			Containers: []corev1.Container{{Name: "app", Image: "nginx"}},
+			Volumes: []corev1.Volume{{Name: "db", VolumeSource: corev1.VolumeSource{
+				Secret: &corev1.SecretVolumeSource{SecretName: "db"},
+			}}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Node authorizer's graph follows pods through an informer: poll.
+	for {
+		_, err := kubelet.CoreV1().Secrets(ns).Get(ctx, "db", metav1.GetOptions{})
+		if err == nil {
+			return
+		}
+		if !apierrors.IsForbidden(err) {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("node %s still cannot read the secret of its pod: %v", node, err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
