@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/internal/evidence"
 )
 
 // Request is one step to run for one Incident.
@@ -72,6 +73,10 @@ type Node interface {
 	KillProcess(ctx context.Context, pid int, containerID string) error
 	// KillContainer kills every process of the container's cgroup.
 	KillContainer(ctx context.Context, podUID, containerID string) error
+	// Evidence collects what only the node sees: processes, command lines,
+	// open files and sockets, executables, the flight recorder. Environment
+	// values are left out unless includeSecrets.
+	Evidence(ctx context.Context, podUID, containerID string, includeSecrets bool) ([]evidence.File, error)
 }
 
 // Peer is a destination an isolated pod may still reach; a zero Port means any port.
@@ -106,7 +111,7 @@ func Defaults(c client.Client, node Node, logs LogReader, store EvidenceStore) A
 		v1alpha1.ActionNotify:     &Notify{},
 	}
 	if store != nil {
-		a[v1alpha1.ActionCapture] = &Capture{Reader: c, Logs: logs, Store: store}
+		a[v1alpha1.ActionCapture] = &Capture{Reader: c, Logs: logs, Store: store, Node: node}
 	}
 	return a
 }

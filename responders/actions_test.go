@@ -339,7 +339,7 @@ func TestCaptureWritesBundleWithMatchingHashesAndRedactsEnv(t *testing.T) {
 	bound := barePod(t, ns)
 	inc := incident(t, ns, subjectOf(bound), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
 	inc, _ = run(t, runner(responders.Defaults(kc, nil, responders.ClientsetLogs{Clientset: cs}, store)), inc)
-	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "1 items not captured, see not-captured.txt")
+	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "2 items not captured, see not-captured.txt")
 	path := strings.TrimPrefix(inc.Status.Evidence[0].Location, "node-a:")
 	if _, err := evidence.Verify(path, inc.Status.Evidence[0].ManifestSHA256); err != nil {
 		t.Fatal(err)

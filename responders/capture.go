@@ -48,6 +48,8 @@ type Capture struct {
 	Reader client.Reader
 	Logs   LogReader
 	Store  EvidenceStore
+	// Node adds the node-side evidence when the capture runs on the pod's node.
+	Node Node
 }
 
 // Redacted replaces values that may hold secrets.
@@ -154,6 +156,15 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 			}
 			missing = append(missing, a.logs(ctx, p, params, add)...)
 		}
+	}
+	if a.Node != nil && s.PodUID != "" {
+		nf, err := a.Node.Evidence(ctx, s.PodUID, s.ContainerID, params.IncludeSecrets)
+		if err != nil {
+			missing = append(missing, fmt.Sprintf("node: %v", err))
+		}
+		files = append(files, nf...)
+	} else {
+		missing = append(missing, "node: processes, open files, sockets and executables need the node agent")
 	}
 	if len(missing) > 0 {
 		add("not-captured.txt", []byte(strings.Join(missing, "\n")+"\n"))

@@ -2,6 +2,10 @@ package responders_test
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/internal/evidence"
 	"github.com/riposte-dev/riposte/responders"
 	"github.com/riposte-dev/riposte/responders/node"
 )
@@ -232,5 +238,90 @@ func BenchmarkMatchToIsolate(b *testing.B) {
 			b.ReportMetric(pct(0.99), "p99-ms")
 			b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 		})
+	}
+}
+
+func TestCaptureOnTheNodeAddsProcessesSocketsAndExecutable(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, cid, dir := podCgroup(t, string(p.UID))
+	cmd, port := startInCgroup(t, dir)
+	subject := subjectOf(p)
+	subject.ContainerID = "containerd://" + cid
+	local := &node.Local{CgroupRoot: root, FlightRecorder: func(uid string) [][]byte {
+		if uid != string(p.UID) {
+			return nil
+		}
+		return [][]byte{[]byte(`{"kind":"exec","process":{"binary":"/bin/sh"}}`)}
+	}}
+	store := &evidence.Dir{Root: t.TempDir()}
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
+	inc, _ = run(t, runner(responders.Defaults(kc, local, responders.ClientsetLogs{Clientset: cs}, store)), inc)
+	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "manifest sha256")
+	path := inc.Status.Evidence[0].Location
+	m, err := evidence.Verify(path, inc.Status.Evidence[0].ManifestSHA256)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	read := func(n string) []byte {
+		b, err := os.ReadFile(filepath.Join(path, n))
+		if err != nil {
+			t.Fatalf("bundle file %s: %v (files %+v)", n, err, m.Files)
+		}
+		return b
+	}
+	var procs []node.Process
+	if err := json.Unmarshal(read("node/processes.json"), &procs); err != nil || len(procs) != 1 || procs[0].PID != cmd.Process.Pid {
+		t.Fatalf("processes %+v (%v), want the helper %d", procs, err, cmd.Process.Pid)
+	}
+	sockets := 0
+	for _, target := range procs[0].FDs {
+		if strings.HasPrefix(target, "socket:[") {
+			sockets++
+		}
+	}
+	if sockets == 0 || procs[0].Env == nil || strings.Contains(strings.Join(procs[0].Env, ","), "=") {
+		t.Fatalf("fds %v env %v: want sockets and env names without values", procs[0].FDs, procs[0].Env)
+	}
+	n, _ := strconv.Atoi(port)
+	if !strings.Contains(string(read("node/net/tcp")), fmt.Sprintf(":%04X 00000000:0000 0A", n)) {
+		t.Fatalf("listening port %d not in node/net/tcp", n)
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := fmt.Sprintf("exe/%d-%s", cmd.Process.Pid, filepath.Base(os.Args[0]))
+	want := sha256.Sum256(self)
+	for _, f := range m.Files {
+		if f.Name == exe && f.SHA256 != hex.EncodeToString(want[:]) {
+			t.Fatalf("executable hash %s, want %x", f.SHA256, want)
+		}
+	}
+	if !bytes.Equal(read(exe), self) {
+		t.Fatalf("captured executable differs from the binary")
+	}
+	if !strings.Contains(string(read("node/flight-recorder.jsonl")), `"binary":"/bin/sh"`) {
+		t.Fatalf("flight recorder not captured")
+	}
+}
+
+func TestKillContainerThroughIncidentKillsAllItsProcesses(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, cid, dir := podCgroup(t, string(p.UID))
+	a, _ := startInCgroup(t, dir)
+	b, _ := startInCgroup(t, dir)
+	subject := subjectOf(p)
+	subject.ContainerID = "containerd://" + cid
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "container"}})))
+	inc, _ = run(t, runner(responders.Defaults(kc, &node.Local{CgroupRoot: root}, nil, nil)), inc)
+	wantPhase(t, inc, "kill", v1alpha1.StepSucceeded, "container app")
+	for _, cmd := range []*exec.Cmd{a, b} {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("pid %d exit %v, want SIGKILL", cmd.Process.Pid, err)
+		}
 	}
 }

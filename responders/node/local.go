@@ -25,6 +25,9 @@ type Local struct {
 	PinDir string
 	// ProcRoot is the proc mount (default /proc).
 	ProcRoot string
+	// FlightRecorder, when set, returns the pod's recent events in their JSON
+	// form (the agent keeps the last N per pod in memory) for capture.
+	FlightRecorder func(podUID string) [][]byte
 
 	mu    sync.Mutex
 	links map[string][]link.Link
