@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/metadata"
 
 	"github.com/riposte-dev/riposte/bpf"
 	"github.com/riposte-dev/riposte/engine"
@@ -52,15 +51,17 @@ func newEnv(t *testing.T, opts enrich.Options, nodeScoped bool) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	cfg := shared.AdminConfig()
-	client, err := kubernetes.NewForConfig(cfg)
+	store, err := enrich.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	md, err := metadata.NewForConfig(cfg)
+	src, err := NewSource(shared.AdminConfig(), store, "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	src.RetryInterval = 200 * time.Millisecond
+	src.OnError = func(err error) { t.Logf("source: %v", err) }
+	client := src.Client
 	n := seq.Add(1)
 	ns := fmt.Sprintf("identity-%d-%d", os.Getpid(), n)
 	// Without the controller manager nobody creates "default"; the
@@ -72,12 +73,6 @@ func newEnv(t *testing.T, opts enrich.Options, nodeScoped bool) *env {
 	if err != nil {
 		t.Fatalf("create node: %v", err)
 	}
-	store, err := enrich.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := &Source{Client: client, Store: store, Owners: &Owners{Client: md}, RetryInterval: 200 * time.Millisecond,
-		OnError: func(err error) { t.Logf("source: %v", err) }}
 	if nodeScoped {
 		src.Node = node.Name
 	}

@@ -7,6 +7,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/engine/enrich"
@@ -50,6 +51,16 @@ func TestOwnerChainsThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create daemonset: %v", err)
 	}
+	// A kind outside the built-in table is found through discovery: a
+	// ControllerRevision owned by the StatefulSet.
+	rev, err := e.client.AppsV1().ControllerRevisions(e.ns).Create(e.ctx, &appsv1.ControllerRevision{
+		ObjectMeta: metav1.ObjectMeta{Name: "db-7c9f", OwnerReferences: ctrlRef("apps/v1", "StatefulSet", sts.Name, sts.UID)},
+		Revision:   1,
+		Data:       runtime.RawExtension{Raw: []byte(`{}`)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create controllerrevision: %v", err)
+	}
 	// An owner that was deleted: the climb stops at the pod's reference.
 	gone := ctrlRef("apps/v1", "ReplicaSet", "deleted-rs", "0000-gone")
 
@@ -61,6 +72,7 @@ func TestOwnerChainsThroughTheAPI(t *testing.T) {
 		{"backup-29400000-x", ctrlRef("batch/v1", "Job", job.Name, job.UID), engine.Workload{Kind: "CronJob", Name: "backup", Namespace: e.ns, UID: string(cj.UID)}},
 		{"db-0", ctrlRef("apps/v1", "StatefulSet", sts.Name, sts.UID), engine.Workload{Kind: "StatefulSet", Name: "db", Namespace: e.ns, UID: string(sts.UID)}},
 		{"agent-x", ctrlRef("apps/v1", "DaemonSet", ds.Name, ds.UID), engine.Workload{Kind: "DaemonSet", Name: "agent", Namespace: e.ns, UID: string(ds.UID)}},
+		{"via-revision", ctrlRef("apps/v1", "ControllerRevision", rev.Name, rev.UID), engine.Workload{Kind: "StatefulSet", Name: "db", Namespace: e.ns, UID: string(sts.UID)}},
 		{"orphan", gone, engine.Workload{Kind: "ReplicaSet", Name: "deleted-rs", Namespace: e.ns, UID: "0000-gone"}},
 	}
 	uids := map[string]string{}
