@@ -1,0 +1,265 @@
+package controllermgr
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/fluxcd/pkg/runtime/events"
+	"github.com/fluxcd/pkg/runtime/leaderelection"
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/internal/audit"
+	"github.com/riposte-dev/riposte/internal/controller"
+	"github.com/riposte-dev/riposte/internal/incident"
+	"github.com/riposte-dev/riposte/internal/objects"
+	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
+)
+
+// Options configure the controller process.
+type Options struct {
+	// Namespace is the controller's own namespace: leader election lease,
+	// certificate Secret, Incidents about cluster-level subjects.
+	Namespace string
+
+	MetricsAddr string // "0" disables
+	HealthAddr  string // "0" disables
+
+	LeaderElection leaderelection.Options
+
+	// CertSecret holds the self-managed CA and serving certificate, used by
+	// the webhook and, unless AuditCertFile is set, the audit endpoint.
+	CertSecret string
+	// CertHosts are the serving certificate's names (Service DNS names, IPs).
+	CertHosts []string
+
+	// WebhookAddr serves the admission webhook; empty disables it.
+	WebhookAddr string
+	// WebhookConfig is the ValidatingWebhookConfiguration whose caBundle is
+	// kept current; empty leaves it to someone else (cert-manager).
+	WebhookConfig string
+
+	// AuditAddr serves the audit webhook source; empty disables it.
+	AuditAddr string
+	// AuditCertFile and AuditKeyFile, when set, serve the audit endpoint
+	// with a certificate the operator provides (the API server's audit
+	// kubeconfig must trust it).
+	AuditCertFile, AuditKeyFile string
+	// AuditClientCAFile lists the CAs whose client certificates authenticate.
+	AuditClientCAFile string
+	Audit             audit.Options
+
+	// ObjectKinds are watched by the object source besides Pods. The object
+	// source is off when DisableObjects is set.
+	ObjectKinds    []schema.GroupVersionKind
+	DisableObjects bool
+
+	Incident incident.Options
+
+	Log logr.Logger
+}
+
+// Scheme holds every type the controller reads or writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
+	return s
+}
+
+// Run runs the controller until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
+	log := opts.Log
+	ctrl.SetLogger(log)
+	if opts.Namespace == "" {
+		return errors.New("the controller namespace is required")
+	}
+	le := opts.LeaderElection
+	mgrOpts := ctrl.Options{
+		Scheme:                        Scheme(),
+		Metrics:                       metricsserver.Options{BindAddress: orOff(opts.MetricsAddr)},
+		HealthProbeBindAddress:        orOff(opts.HealthAddr),
+		LeaderElection:                le.Enable,
+		LeaderElectionID:              "riposte-controller-leader",
+		LeaderElectionNamespace:       opts.Namespace,
+		LeaderElectionReleaseOnCancel: le.ReleaseOnCancel,
+		Logger:                        log,
+	}
+	if le.Enable {
+		mgrOpts.LeaseDuration, mgrOpts.RenewDeadline, mgrOpts.RetryPeriod = &le.LeaseDuration, &le.RenewDeadline, &le.RetryPeriod
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add ready check: %w", err)
+	}
+	recorder, err := events.NewRecorder(log.WithName("events"), "", "riposte-controller", events.WithManager(mgr))
+	if err != nil {
+		return fmt.Errorf("create event recorder: %w", err)
+	}
+
+	registry := controller.NewRegistry()
+	reconcilers := []interface{ SetupWithManager(ctrl.Manager) error }{
+		&controller.DetectionRuleReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder},
+		&controller.ClusterDetectionRuleReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder},
+		&controller.ResponsePlaybookReconciler{Client: mgr.GetClient(), Recorder: recorder},
+		&controller.ClusterResponsePlaybookReconciler{Client: mgr.GetClient(), Recorder: recorder},
+	}
+	for _, r := range reconcilers {
+		if err := r.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up %T: %w", r, err)
+		}
+	}
+
+	incOpts := opts.Incident
+	incOpts.Namespace = opts.Namespace
+	writer := incident.NewWriter(mgr.GetClient(), log.WithName("incident"), incOpts)
+	ctrlmetrics.Registry.MustRegister(writer.Collectors()...)
+	// Incident writes happen on the leader only, so replicas never fold
+	// the same matches twice.
+	if err := mgr.Add(manager.RunnableFunc(writer.Run)); err != nil {
+		return err
+	}
+
+	// The certificate manager reads one Secret and one webhook
+	// configuration, also before the manager's cache runs: a direct client
+	// avoids caching every Secret of the namespace.
+	direct, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return fmt.Errorf("create client: %w", err)
+	}
+	certs := &rwebhook.CertManager{
+		Client: direct, Namespace: opts.Namespace, SecretName: opts.CertSecret,
+		Hosts: opts.CertHosts, WebhookConfig: opts.WebhookConfig, Log: log.WithName("certs"),
+	}
+	needCerts := opts.WebhookAddr != "" || (opts.AuditAddr != "" && opts.AuditCertFile == "")
+	if needCerts {
+		if opts.CertSecret == "" || len(opts.CertHosts) == 0 {
+			return errors.New("a certificate secret and hosts are required to serve the webhook or the audit endpoint")
+		}
+		if err := certs.Ensure(ctx); err != nil {
+			return err
+		}
+		if err := mgr.Add(nonLeader(func(ctx context.Context) error { return certs.Run(ctx, time.Hour) })); err != nil {
+			return err
+		}
+	}
+
+	if opts.WebhookAddr != "" {
+		v := &rwebhook.Validator{Playbooks: controller.PlaybookLookup(mgr.GetAPIReader())}
+		mux := http.NewServeMux()
+		mux.Handle(rwebhook.Path, v.Handler())
+		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
+		if err := mgr.Add(nonLeader(serveTLS(opts.WebhookAddr, mux, tlsCfg, log.WithName("webhook")))); err != nil {
+			return err
+		}
+	}
+
+	if opts.AuditAddr != "" {
+		src := audit.New(registry, writer, log.WithName("audit"), opts.Audit)
+		ctrlmetrics.Registry.MustRegister(src.Collectors()...)
+		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
+		if opts.AuditCertFile != "" {
+			pair, err := tls.LoadX509KeyPair(opts.AuditCertFile, opts.AuditKeyFile)
+			if err != nil {
+				return fmt.Errorf("load audit serving certificate: %w", err)
+			}
+			tlsCfg = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+		}
+		if opts.AuditClientCAFile != "" {
+			pem, err := os.ReadFile(opts.AuditClientCAFile)
+			if err != nil {
+				return fmt.Errorf("read audit client CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("audit client CA %s holds no certificate", opts.AuditClientCAFile)
+			}
+			tlsCfg.ClientCAs, tlsCfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
+		if len(opts.Audit.Tokens) == 0 && tlsCfg.ClientCAs == nil {
+			return errors.New("the audit endpoint needs a bearer token or a client CA: it never accepts unauthenticated requests")
+		}
+		if err := mgr.Add(manager.RunnableFunc(src.Run)); err != nil {
+			return err
+		}
+		if err := mgr.Add(manager.RunnableFunc(serveTLS(opts.AuditAddr, src, tlsCfg, log.WithName("audit")))); err != nil {
+			return err
+		}
+	}
+
+	if !opts.DisableObjects {
+		src := objects.New(registry, writer, log.WithName("objects"), 0)
+		ctrlmetrics.Registry.MustRegister(src.Collectors()...)
+		kinds := append([]schema.GroupVersionKind{objects.PodKind}, opts.ObjectKinds...)
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			if err := src.Watch(ctx, mgr.GetCache(), kinds); err != nil {
+				return err
+			}
+			return src.Run(ctx)
+		})); err != nil {
+			return err
+		}
+	}
+
+	log.Info("starting controller", "namespace", opts.Namespace, "webhook", opts.WebhookAddr, "audit", opts.AuditAddr)
+	return mgr.Start(ctx)
+}
+
+func orOff(addr string) string {
+	if addr == "" {
+		return "0"
+	}
+	return addr
+}
+
+// serveTLS returns a runnable serving h on addr until ctx ends.
+func serveTLS(addr string, h http.Handler, cfg *tls.Config, log logr.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		log.Info("serving", "addr", ln.Addr().String())
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve %s: %w", addr, err)
+		}
+		return nil
+	}
+}
+
+// nonLeader runs on every replica, leader or not: admission must answer
+// wherever the Service sends a request.
+type nonLeader func(context.Context) error
+
+func (f nonLeader) Start(ctx context.Context) error { return f(ctx) }
+func (nonLeader) NeedLeaderElection() bool          { return false }
