@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // EnvBinDir names the folder holding the control-plane binaries; make sets it
@@ -48,8 +49,8 @@ func BinDir() (string, error) {
 	if lastErr != nil {
 		return "", fmt.Errorf("find control-plane binaries under %s: %w", root, lastErr)
 	}
-	return "", fmt.Errorf("find control-plane binaries: no %s/.cache/testenv/*/bin and %s unset: %w",
-		root, EnvBinDir, ErrBinaryMissing)
+	return "", fmt.Errorf("find control-plane binaries: %s not built (no %s/.cache/testenv/*/bin) and %s unset: %w",
+		strings.Join(Binaries, ", "), root, EnvBinDir, ErrBinaryMissing)
 }
 
 func checkBinaries(dir string) error {

@@ -48,7 +48,8 @@ type Options struct {
 	// APIServerArgs are appended to the harness's kube-apiserver flags; a
 	// repeated flag overrides the earlier one.
 	APIServerArgs []string
-	// StartTimeout bounds Start when ctx has no deadline; default 60 s.
+	// StartTimeout bounds Start when ctx has no deadline; default 2 min, far
+	// above the ~10 s it takes, for CI machines busy compiling other packages.
 	StartTimeout time.Duration
 	// BinDir overrides where the binaries are taken from (see BinDir).
 	BinDir string
@@ -96,7 +97,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 60 * time.Second
+		opts.StartTimeout = 2 * time.Minute
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

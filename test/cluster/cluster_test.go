@@ -210,15 +210,41 @@ func TestBinariesReportPinnedVersion(t *testing.T) {
 }
 
 func TestMissingBinaryNamesItAndMakeTarget(t *testing.T) {
-	t.Setenv(cluster.EnvBinDir, t.TempDir())
-	_, err := cluster.Start(t.Context(), cluster.Options{})
-	if !errors.Is(err, cluster.ErrBinaryMissing) {
-		t.Fatalf("Start with empty bin dir: err = %v, want ErrBinaryMissing", err)
-	}
-	for _, want := range []string{"etcd not found", "make testenv"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %q", err, want)
-		}
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T)
+		want  []string
+	}{
+		{
+			name:  "env names an empty folder",
+			setup: func(t *testing.T) { t.Setenv(cluster.EnvBinDir, t.TempDir()) },
+			want:  []string{cluster.EnvBinDir, "etcd not found", "make testenv"},
+		},
+		{
+			name: "env unset, module never built",
+			setup: func(t *testing.T) {
+				t.Setenv(cluster.EnvBinDir, "")
+				root := t.TempDir()
+				if err := os.WriteFile(root+"/go.mod", []byte("module x\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				t.Chdir(root)
+			},
+			want: []string{"etcd, kube-apiserver, kube-controller-manager, kubectl not built", "make testenv"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.setup(t)
+			_, err := cluster.Start(t.Context(), cluster.Options{})
+			if !errors.Is(err, cluster.ErrBinaryMissing) {
+				t.Fatalf("Start: err = %v, want ErrBinaryMissing", err)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+		})
 	}
 }
 
