@@ -318,6 +318,14 @@ func TestIPReuseResolvesToThePodHoldingTheIPAtEventTime(t *testing.T) {
 	if p := peer(t2.Add(time.Millisecond)); p.Pod != "b" {
 		t.Errorf("event after t2 → %+v, want pod b", p)
 	}
+	// An API request from that IP is attributed the same way.
+	for at, want := range map[time.Time]string{t0: "a", t2.Add(time.Millisecond): "b"} {
+		ev := engine.Event{Kind: engine.KindAudit, Time: at, Audit: engine.Audit{Verb: "create", SourceIPs: []string{ip}}}
+		e.store.Enrich(&ev)
+		if ev.Audit.SourcePod.Pod != want || ev.Audit.SourcePod.Namespace != e.ns {
+			t.Errorf("audit.sourcePod at %v = %+v, want pod %s", at.Sub(t0), ev.Audit.SourcePod, want)
+		}
+	}
 }
 
 func TestDeletedPodResolvesWithinTombstoneWindowOnly(t *testing.T) {
