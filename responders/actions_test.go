@@ -36,7 +36,7 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	if !out.Done || inc.Status.Phase != responders.PhaseResponded {
 		t.Fatalf("outcome %+v phase %q", out, inc.Status.Phase)
 	}
-	st := wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: not enforced")
+	st := wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: delegated to the riposte agent on node \"riposte-test-node\"")
 	if st.StartedAt == nil || st.FinishedAt == nil {
 		t.Fatalf("step times not recorded: %+v", st)
 	}

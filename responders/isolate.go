@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,6 +53,47 @@ func Peers(p *v1alpha1.IsolateParams) ([]Peer, error) {
 			return nil, fmt.Errorf("allowEgress cidr %q: %w", a.CIDR, err)
 		}
 		peers = append(peers, Peer{Net: n, Port: uint16(a.Port)})
+	}
+	return peers, nil
+}
+
+// FormatPeers writes peers as "cidr:port" items ("any" for every address, port
+// 0 for every port), the form recorded in the isolate step's undo data for
+// the node agent.
+func FormatPeers(peers []Peer) string {
+	var s []string
+	for _, p := range peers {
+		d := "any"
+		if p.Net != nil {
+			d = p.Net.String()
+		}
+		s = append(s, fmt.Sprintf("%s:%d", d, p.Port))
+	}
+	return strings.Join(s, ",")
+}
+
+// ParsePeers reads FormatPeers' form.
+func ParsePeers(s string) ([]Peer, error) {
+	var peers []Peer
+	for _, item := range strings.Split(s, ",") {
+		if item == "" {
+			continue
+		}
+		i := strings.LastIndex(item, ":")
+		if i < 0 {
+			return nil, fmt.Errorf("peer %q: want cidr:port", item)
+		}
+		port, err := strconv.ParseUint(item[i+1:], 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("peer %q: %w", item, err)
+		}
+		p := Peer{Port: uint16(port)}
+		if item[:i] != "any" {
+			if _, p.Net, err = net.ParseCIDR(item[:i]); err != nil {
+				return nil, fmt.Errorf("peer %q: %w", item, err)
+			}
+		}
+		peers = append(peers, p)
 	}
 	return peers, nil
 }
@@ -120,7 +162,7 @@ func (a *Isolate) Plan(ctx context.Context, req *Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	kernel := "no node agent in this process, kernel layer not enforced"
+	kernel := "kernel layer delegated to the node agent"
 	if a.Node != nil {
 		kernel = "cgroup_skb ingress+egress on the pod's cgroup"
 	}
@@ -156,10 +198,13 @@ func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
 	if err := mergePatch(ctx, a.Client, p, metaPatch("labels", map[string]any{IsolateLabel: string(p.UID)})); err != nil {
 		return Result{}, fmt.Errorf("label pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
-	undo := map[string]string{"networkPolicy": want.Name, "podUID": string(p.UID)}
+	undo := map[string]string{"networkPolicy": want.Name, "podUID": string(p.UID), "allow": FormatPeers(peers)}
 	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s; ", want.Namespace, want.Name, describePeers(peers))
 	if a.Node == nil {
-		return Result{Message: msg + "kernel: not enforced (no node agent in this process)", Undo: undo}, nil
+		// The agent on the pod's node (node.Enforcer) attaches the kernel layer
+		// while this step is Succeeded and detaches it once Reverted.
+		undo["kernel"] = "delegated"
+		return Result{Message: msg + fmt.Sprintf("kernel: delegated to the riposte agent on node %q", p.Spec.NodeName), Undo: undo}, nil
 	}
 	desc, err := a.Node.IsolatePod(ctx, string(p.UID), peers)
 	if err != nil {
@@ -185,7 +230,9 @@ func (a *Isolate) Revert(ctx context.Context, req *Request) (string, error) {
 		return "", fmt.Errorf("unlabel pod %s/%s: %w", s.Namespace, s.Pod, err)
 	}
 	msg := fmt.Sprintf("deleted NetworkPolicy %s/%s and label %s", s.Namespace, name, IsolateLabel)
-	if req.Undo["kernel"] != "" {
+	if req.Undo["kernel"] == "delegated" {
+		msg += "; the node agent detaches the kernel programs"
+	} else if req.Undo["kernel"] != "" {
 		if a.Node == nil {
 			return "", fmt.Errorf("%s; kernel programs are attached but no node agent in this process can remove them", msg)
 		}

@@ -325,3 +325,57 @@ func TestKillContainerThroughIncidentKillsAllItsProcesses(t *testing.T) {
 		}
 	}
 }
+
+func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, _, dir := podCgroup(t, string(p.UID))
+	_, port := startInCgroup(t, dir)
+	c, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if !echoes(c, r, "before", 2*time.Second) {
+		t.Fatalf("no echo before isolation")
+	}
+
+	// The controller has no Node: it delegates the kernel layer.
+	ctrl := runner(responders.Defaults(kc, nil, nil, nil))
+	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate})))
+	inc, _ = run(t, ctrl, inc)
+	wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: delegated to the riposte agent on node")
+
+	// The agent on the pod's node converges.
+	agent := &node.Enforcer{Client: kc, Local: &node.Local{CgroupRoot: root, PinDir: mountBPF(t)}, NodeName: p.Spec.NodeName}
+	res, err := agent.Sync(ctxT(t))
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if len(res.Attached) != 1 || res.Attached[0] != string(p.UID) {
+		t.Fatalf("sync attached %v, want only %s", res.Attached, p.UID)
+	}
+	if echoes(c, r, "during", time.Second) {
+		t.Fatalf("the connection still works after the agent's sync")
+	}
+	if a := get(t, inc).Annotations[node.KernelAnnotation]; !strings.Contains(a, "attached: cgroup_skb ingress+egress attached to") {
+		t.Fatalf("incident annotation %q", a)
+	}
+	if res, err := agent.Sync(ctxT(t)); err != nil || len(res.Attached)+len(res.Released) != 0 {
+		t.Fatalf("second sync changed %+v (%v), want nothing", res, err)
+	}
+
+	annotate(t, inc, v1alpha1.RevertAnnotation)
+	run(t, ctrl, inc)
+	res, err = agent.Sync(ctxT(t))
+	if err != nil || len(res.Released) != 1 || res.Released[0] != string(p.UID) {
+		t.Fatalf("sync after revert released %v (%v)", res.Released, err)
+	}
+	if !echoes(c, r, "", 15*time.Second) || !echoes(c, r, "after", 2*time.Second) {
+		t.Fatalf("the connection did not come back after the agent released the pod")
+	}
+	if a := get(t, inc).Annotations[node.KernelAnnotation]; !strings.Contains(a, "released") {
+		t.Fatalf("incident annotation %q", a)
+	}
+}
