@@ -191,13 +191,12 @@ static __always_inline struct file *fd_file(struct task_struct *t, long fd)
 {
 	if (fd < 0)
 		return 0;
-	struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
-	unsigned int max = BPF_CORE_READ(t, files, fdt, max_fds);
-	if ((unsigned long)fd >= max)
+	struct fdtable *fdt = t->files->fdt;
+	if ((unsigned long)fd >= fdt->max_fds)
 		return 0;
 	struct file *f = 0;
-	bpf_probe_read_kernel(&f, sizeof(f), fds + fd);
-	return f;
+	bpf_probe_read_kernel(&f, sizeof(f), fdt->fd + fd);
+	return f ? RDONLY(struct file, f) : 0;
 }
 
 // open_emit reports a successful open: the file behind the returned fd, so
@@ -217,16 +216,18 @@ static __always_inline int open_emit(long fd)
 		return 0;
 	}
 	struct task_struct *t = bpf_get_current_task_btf();
+	// No rule sees this open whatever its path: skip resolving it.
+	u64 m = base_mask(cfg, K_OPEN, task_mntns(t));
+	if (!m && !always(cfg, K_OPEN)) {
+		count(K_OPEN, O_DROPPED);
+		return 0;
+	}
 	struct file *file = fd_file(t, fd);
 	if (!file)
 		return 0;
-	struct path fp = {};
-	BPF_CORE_READ_INTO(&fp, file, f_path);
-	u32 len = resolve(t, &fp, k->dpath);
+	u32 len = resolve(t, &file->f_path, k->dpath);
 	if (!always(cfg, K_OPEN)) {
-		u64 m = base_mask(cfg, K_OPEN, task_mntns(t));
-		if (m)
-			m &= lookup_path(gen, &k->path, k->dpath, len) | cfg->path_any;
+		m &= lookup_path(gen, &k->path, k->dpath, len) | cfg->path_any;
 		if (!m) {
 			count(K_OPEN, O_DROPPED);
 			return 0;
@@ -237,10 +238,10 @@ static __always_inline int open_emit(long fd)
 		return 0;
 	struct open_rec *r = &s->open;
 	fill_hdr(&r->h, K_OPEN, t);
-	r->flags = BPF_CORE_READ(file, f_flags);
-	r->mode = BPF_CORE_READ(file, f_inode, i_mode);
-	r->ino = BPF_CORE_READ(file, f_inode, i_ino);
-	r->pad[0] = BPF_CORE_READ(file, f_mode) & FMODE_WRITE_B;
+	r->flags = file->f_flags;
+	r->mode = file->f_inode->i_mode;
+	r->ino = file->f_inode->i_ino;
+	r->pad[0] = file->f_mode & FMODE_WRITE_B;
 	r->path_len = len;
 	bpf_probe_read_kernel(r->path, PATH_MAX_B, k->dpath);
 	u32 size = offsetof(struct open_rec, path) + (len & PATH_MASK) + 1;
