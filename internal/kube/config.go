@@ -30,5 +30,7 @@ func NewSource(cfg *rest.Config, store *enrich.Store, node string) (*Source, err
 		Store:  store,
 		Owners: &Owners{Client: md, Mapper: mapper},
 		Node:   node,
+		// An agent still needs every pod's IP to name its network peers.
+		PeerPods: node != "",
 	}, nil
 }

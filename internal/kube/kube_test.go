@@ -74,7 +74,7 @@ func newEnv(t *testing.T, opts enrich.Options, nodeScoped bool) *env {
 		t.Fatalf("create node: %v", err)
 	}
 	if nodeScoped {
-		src.Node = node.Name
+		src.Node, src.PeerPods = node.Name, true
 	}
 	if err := src.Start(ctx); err != nil {
 		t.Fatalf("start source: %v", err)
@@ -423,4 +423,44 @@ func cgroupPath(t *testing.T, pid int) string {
 	}
 	t.Fatalf("no cgroup v2 line in /proc/%d/cgroup: %q", pid, b)
 	return ""
+}
+
+func TestAgentResolvesPeersOnOtherNodes(t *testing.T) {
+	e := newEnv(t, enrich.Options{}, true)
+	ip := fmt.Sprintf("10.1.%d.9", seq.Add(1)%250)
+	remote := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "remote", Namespace: e.ns, Labels: map[string]string{"app": "remote"}},
+		Spec: corev1.PodSpec{NodeName: "some-other-node", AutomountServiceAccountToken: new(bool),
+			Containers: []corev1.Container{{Name: "app", Image: "registry.example/shop/remote:1.0"}}},
+	}
+	remote, err := e.client.CoreV1().Pods(e.ns).Create(e.ctx, remote, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create remote pod: %v", err)
+	}
+	remote.Status = *runningStatus(ip, "containerd://"+strings.Repeat("c", 64), "x@sha256:cc")
+	if _, err := e.client.CoreV1().Pods(e.ns).UpdateStatus(e.ctx, remote, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("set remote pod status: %v", err)
+	}
+	local := e.createPod("local", nil, nil, runningStatus("10.2.0.1", "containerd://"+strings.Repeat("d", 64), "x@sha256:dd"))
+
+	eventually(t, "remote pod as a peer", func() bool {
+		p, _ := e.store.PeerAt(ip, time.Now())
+		return p.Pod == "remote"
+	})
+	p, _ := e.store.PeerAt(ip, time.Now())
+	if p.Namespace != e.ns || p.PodUID != string(remote.UID) || p.Workload.Kind != "Pod" || p.Workload.Name != "remote" {
+		t.Errorf("remote peer = %+v", p)
+	}
+	// The reduced copy keeps no container of another node's pod...
+	if _, ok := e.store.Container(strings.Repeat("c", 64)); ok {
+		t.Error("another node's container was stored")
+	}
+	// ...and never replaces this node's complete record.
+	eventually(t, "local pod with its container", func() bool {
+		_, ok := e.store.Container(strings.Repeat("d", 64))
+		return ok
+	})
+	if lp := e.store.Pod(string(local.UID)); lp.Labels["app"] != "web" || lp.ServiceAccount != "default" {
+		t.Errorf("local pod record reduced: %+v", lp.Pod)
+	}
 }

@@ -26,6 +26,10 @@ type Source struct {
 	// Node limits pods to those bound to one node (the agent); "" watches
 	// every pod (the controller, which resolves audit source IPs).
 	Node string
+	// PeerPods, with Node set, also watches the pods of every other node,
+	// reduced in the informer to identity, owners and IPs, so that network
+	// peers and audit sources elsewhere in the cluster resolve on the agent.
+	PeerPods bool
 	// RetryInterval is how soon a pod whose owners could not be looked up
 	// is tried again; 5s when zero.
 	RetryInterval time.Duration
@@ -77,10 +81,50 @@ func (s *Source) Start(ctx context.Context) error {
 		return fmt.Errorf("watch services: %w", err)
 	}
 
-	go s.write(ctx, podInformer.GetStore())
+	stores := []cache.Store{podInformer.GetStore()}
+	synced := []cache.InformerSynced{podInformer.HasSynced, svcInformer.HasSynced}
+	if s.PeerPods && s.Node != "" {
+		peers := informers.NewSharedInformerFactoryWithOptions(s.Client, 0, informers.WithTransform(peerOnly))
+		peerInformer := peers.Core().V1().Pods().Informer()
+		// This node's pods come complete from the node informer and the
+		// reduced copy must not overwrite them; unscheduled pods hold no IP.
+		// (Not a FilteringResourceEventHandler: it turns a pod leaving the
+		// filter, as one scheduled here does, into a delete.)
+		other := func(o any) bool {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			p, ok := o.(*corev1.Pod)
+			return ok && p.Spec.NodeName != "" && p.Spec.NodeName != s.Node
+		}
+		if _, err := peerInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(o any) {
+				if other(o) {
+					s.enqueuePod(o, false)
+				}
+			},
+			UpdateFunc: func(_, o any) {
+				if other(o) {
+					s.enqueuePod(o, false)
+				}
+			},
+			DeleteFunc: func(o any) {
+				if other(o) {
+					s.enqueuePod(o, true)
+				}
+			},
+		}); err != nil {
+			return fmt.Errorf("watch peer pods: %w", err)
+		}
+		stores = append(stores, peerInformer.GetStore())
+		synced = append(synced, peerInformer.HasSynced)
+		peers.Start(ctx.Done())
+	}
+
+	go s.write(ctx, stores)
 	pods.Start(ctx.Done())
 	services.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), podInformer.HasSynced, svcInformer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return fmt.Errorf("sync pod and service informers: %w", context.Cause(ctx))
 	}
 	return s.Flush(ctx)
@@ -136,7 +180,7 @@ func (s *Source) putService(o any, deleted bool) {
 
 // write drains pod changes in batches (one store transaction each) and
 // retries pods whose owners could not be resolved.
-func (s *Source) write(ctx context.Context, pods cache.Store) {
+func (s *Source) write(ctx context.Context, pods []cache.Store) {
 	retryEvery := s.RetryInterval
 	if retryEvery <= 0 {
 		retryEvery = 5 * time.Second
@@ -164,8 +208,11 @@ func (s *Source) write(ctx context.Context, pods cache.Store) {
 		case <-tick.C:
 			for key := range retry {
 				delete(retry, key)
-				if o, ok, _ := pods.GetByKey(key); ok {
-					batch = append(batch, change{pod: o.(*corev1.Pod)})
+				for _, st := range pods {
+					if o, ok, _ := st.GetByKey(key); ok {
+						batch = append(batch, change{pod: o.(*corev1.Pod)})
+						break
+					}
 				}
 			}
 		}
@@ -241,4 +288,23 @@ func strip(o any) (any, error) {
 		delete(m.GetAnnotations(), "kubectl.kubernetes.io/last-applied-configuration")
 	}
 	return o, nil
+}
+
+// peerOnly reduces a pod of another node to what resolving a peer needs:
+// about a tenth of a typical pod's size in the informer cache and the store.
+func peerOnly(o any) (any, error) {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return o, nil
+	}
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID,
+			ResourceVersion: p.ResourceVersion, OwnerReferences: p.OwnerReferences},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}
+	if v, ok := p.Annotations[enrich.MirrorAnnotation]; ok {
+		out.Annotations = map[string]string{enrich.MirrorAnnotation: v}
+	}
+	return out, nil
 }
