@@ -148,6 +148,28 @@ func BenchmarkMemory(b *testing.B) {
 		runtime.KeepAlive(s2)
 		b.ReportMetric(podsOnly/10_000, "B/pod")
 		b.ReportMetric((total-podsOnly)/30_000, "B/container")
+
+		// Other nodes' pods as an agent keeps them (kube.Source.PeerPods):
+		// identity, owner and IP only.
+		before = heap()
+		s3, _ := newTestStore(b)
+		for start := 0; start < 10_000; start += 500 {
+			mustUpdate(b, s3, func(tx *Txn) error {
+				for i := start; i < start+500; i++ {
+					ip := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+					p := &Pod{Pod: engine.Pod{UID: fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i), Name: fmt.Sprintf("web-%d-7f9c8d6b5-x%04d", i/10, i),
+						Namespace: fmt.Sprintf("team-%d", i%50), Node: "other", IP: ip, Ownerless: false},
+						Workload: engine.Workload{Kind: "Deployment", Name: fmt.Sprintf("web-%d", i/10), Namespace: fmt.Sprintf("team-%d", i%50), UID: fmt.Sprintf("dep-%d", i/10)},
+						IPs:      []string{ip}}
+					if err := tx.PutPod(p, nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		b.ReportMetric(float64(heap()-before)/10_000, "B/peer-pod")
+		runtime.KeepAlive(s3)
 	}
 }
 
