@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -96,22 +97,42 @@ func refused(format string, args ...any) error {
 // Actions is the set of actions a Runner knows, by name.
 type Actions map[v1alpha1.Action]Action
 
-// Defaults returns every API-side action wired to c; node is optional (nil
-// means the kernel layer of isolate and process/container kill are unavailable)
-// and logs, store may be nil to skip log capture or evidence capture.
-func Defaults(c client.Client, node Node, logs LogReader, store EvidenceStore) Actions {
+// Deps are what the actions need. Only Client is required.
+type Deps struct {
+	Client client.Client
+	// APIReader reads around the cache (a manager's GetAPIReader) for capture;
+	// default Client.
+	APIReader client.Reader
+	// Node does the node-local work; nil delegates the kernel layer of isolate
+	// to the agent's node.Enforcer and makes process/container kill fail.
+	Node Node
+	// Logs reads container logs for capture; nil records them as not captured.
+	Logs LogReader
+	// Store keeps evidence; nil leaves capture out of the actions.
+	Store EvidenceStore
+	// HTTP is notify's client (default: 10 s timeout).
+	HTTP *http.Client
+}
+
+// Defaults returns every action wired to d.
+func Defaults(d Deps) Actions {
+	c := d.Client
+	reader := d.APIReader
+	if reader == nil {
+		reader = c
+	}
 	a := Actions{
-		v1alpha1.ActionIsolate:    &Isolate{Client: c, Node: node},
+		v1alpha1.ActionIsolate:    &Isolate{Client: c, Node: d.Node},
 		v1alpha1.ActionQuarantine: &Quarantine{Client: c},
-		v1alpha1.ActionKill:       &Kill{Client: c, Node: node},
+		v1alpha1.ActionKill:       &Kill{Client: c, Node: d.Node},
 		v1alpha1.ActionScale:      &Scale{Client: c},
 		v1alpha1.ActionLabel:      &Label{Client: c},
 		v1alpha1.ActionAnnotate:   &Label{Client: c, Annotations: true},
 		v1alpha1.ActionCordon:     &Cordon{Client: c},
-		v1alpha1.ActionNotify:     &Notify{},
+		v1alpha1.ActionNotify:     &Notify{HTTP: d.HTTP},
 	}
-	if store != nil {
-		a[v1alpha1.ActionCapture] = &Capture{Reader: c, Logs: logs, Store: store, Node: node}
+	if d.Store != nil {
+		a[v1alpha1.ActionCapture] = &Capture{Reader: reader, Logs: d.Logs, Store: d.Store, Node: d.Node}
 	}
 	return a
 }

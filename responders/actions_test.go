@@ -30,7 +30,7 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 		AllowDNS: true, AllowEgress: []v1alpha1.AllowedPeer{{CIDR: "10.0.0.5/32", Port: 443}},
 	}}))
 	inc := incident(t, ns, subjectOf(p), ref)
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 
 	inc, out := run(t, r, inc)
 	if !out.Done || inc.Status.Phase != responders.PhaseResponded {
@@ -82,7 +82,7 @@ func TestQuarantineRelabelsPodOutAndReplicaSetStartsReplacement(t *testing.T) {
 	d, pods := deployment(t, ns, 1)
 	suspect := pods[0]
 	inc := incident(t, ns, subjectOf(&suspect), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionQuarantine})))
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 	inc, _ = run(t, r, inc)
 	st := wantPhase(t, inc, "quarantine", v1alpha1.StepSucceeded, "pod-template-hash")
 	if st.Undo["label.app"] != d.Name {
@@ -113,7 +113,7 @@ func TestScaleToZeroRecordsPreviousReplicasAndRevertRestoresThem(t *testing.T) {
 	ns := namespace(t)
 	d, pods := deployment(t, ns, 3)
 	inc := incident(t, ns, subjectOf(&pods[0]), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionScale})))
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 	inc, _ = run(t, r, inc)
 	st := wantPhase(t, inc, "scale", v1alpha1.StepSucceeded, "from 3 to 0")
 	if st.Undo["previousReplicas"] != "3" || st.Undo["kind"] != "Deployment" || st.Undo["name"] != d.Name {
@@ -139,7 +139,7 @@ func TestScaleRefusesToGoBelowMinHealthyReplicas(t *testing.T) {
 	d, pods := deployment(t, ns, 2)
 	one := int32(1)
 	inc := incident(t, ns, subjectOf(&pods[0]), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionScale, Scale: &v1alpha1.ScaleParams{MinHealthyReplicas: &one}})))
-	inc, _ = run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc)
 	wantPhase(t, inc, "scale", v1alpha1.StepSkipped, "below minHealthyReplicas 1")
 	var got appsv1.Deployment
 	if err := kc.Get(ctxT(t), client.ObjectKeyFromObject(d), &got); err != nil || *got.Spec.Replicas != 2 {
@@ -154,7 +154,7 @@ func TestLabelAndAnnotateSetValuesAndRevertRestoresPrevious(t *testing.T) {
 		v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"app": "suspect", "riposte.dev/incident": "yes"}},
 		v1alpha1.Step{Action: v1alpha1.ActionAnnotate, Values: map[string]string{"riposte.dev/note": "shell seen"}},
 	)))
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 	inc, _ = run(t, r, inc)
 	wantPhase(t, inc, "label", v1alpha1.StepSucceeded, "app=suspect")
 	wantPhase(t, inc, "annotate", v1alpha1.StepSucceeded, "riposte.dev/note=shell seen")
@@ -181,7 +181,7 @@ func TestCordonMarksNodeUnschedulableAndRevertUncordons(t *testing.T) {
 	subject := subjectOf(p)
 	subject.Node = n.Name
 	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCordon})))
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 	inc, _ = run(t, r, inc)
 	wantPhase(t, inc, "cordon", v1alpha1.StepSucceeded, "unschedulable")
 	if err := kc.Get(ctxT(t), client.ObjectKeyFromObject(n), n); err != nil || !n.Spec.Unschedulable {
@@ -198,7 +198,7 @@ func TestKillPodDeletesItWithGraceZero(t *testing.T) {
 	ns := namespace(t)
 	p := barePod(t, ns)
 	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "pod"}})))
-	inc, _ = run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc)
 	wantPhase(t, inc, "kill", v1alpha1.StepSucceeded, "grace period 0")
 	var gone corev1.Pod
 	if err := kc.Get(ctxT(t), client.ObjectKeyFromObject(p), &gone); !apierrors.IsNotFound(err) {
@@ -211,7 +211,7 @@ func TestKillRefusesBelowMinHealthyReplicas(t *testing.T) {
 	_, pods := deployment(t, ns, 1)
 	one := int32(1)
 	inc := incident(t, ns, subjectOf(&pods[0]), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "pod", MinHealthyReplicas: &one}})))
-	inc, _ = run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc)
 	wantPhase(t, inc, "kill", v1alpha1.StepSkipped, "below minHealthyReplicas 1")
 	if getPod(t, ns, pods[0].Name).DeletionTimestamp != nil {
 		t.Fatalf("pod deleted despite the refusal")
@@ -251,7 +251,7 @@ func TestNotifyPostsRiposteAndFalcosidekickPayloads(t *testing.T) {
 		v1alpha1.Step{Action: v1alpha1.ActionNotify, Notify: &v1alpha1.NotifyParams{URL: h.URL + "/riposte"}},
 		v1alpha1.Step{Action: v1alpha1.ActionNotify, Notify: &v1alpha1.NotifyParams{URL: h.URL + "/", Format: "falcosidekick"}},
 	)))
-	inc, _ = run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc)
 	wantPhase(t, inc, "notify", v1alpha1.StepSucceeded, "HTTP 200")
 	wantPhase(t, inc, "notify-2", v1alpha1.StepSucceeded, "falcosidekick")
 	got := h.received()
@@ -289,7 +289,7 @@ func TestCaptureWritesBundleWithMatchingHashesAndRedactsEnv(t *testing.T) {
 	store := &evidence.Dir{Root: root, Node: "node-a"}
 	for _, keep := range []bool{false, true} {
 		inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture, Capture: &v1alpha1.CaptureParams{IncludeSecrets: keep}})))
-		inc, _ = run(t, runner(responders.Defaults(kc, nil, responders.ClientsetLogs{Clientset: cs}, store)), inc)
+		inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Logs: responders.ClientsetLogs{Clientset: cs}, Store: store})), inc)
 		wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "manifest sha256")
 		if len(inc.Status.Evidence) != 1 {
 			t.Fatalf("evidence %+v", inc.Status.Evidence)
@@ -338,7 +338,7 @@ func TestCaptureWritesBundleWithMatchingHashesAndRedactsEnv(t *testing.T) {
 	// what is missing instead of failing the capture.
 	bound := barePod(t, ns)
 	inc := incident(t, ns, subjectOf(bound), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
-	inc, _ = run(t, runner(responders.Defaults(kc, nil, responders.ClientsetLogs{Clientset: cs}, store)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Logs: responders.ClientsetLogs{Clientset: cs}, Store: store})), inc)
 	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "2 items not captured, see not-captured.txt")
 	path := strings.TrimPrefix(inc.Status.Evidence[0].Location, "node-a:")
 	if _, err := evidence.Verify(path, inc.Status.Evidence[0].ManifestSHA256); err != nil {

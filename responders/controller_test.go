@@ -32,7 +32,7 @@ func startController(t *testing.T) (stop func()) {
 	if err != nil {
 		t.Fatalf("manager: %v", err)
 	}
-	r := &responders.Runner{Client: mgr.GetClient(), Actions: responders.Defaults(mgr.GetClient(), nil, nil, nil), OwnNamespace: "riposte-system"}
+	r := &responders.Runner{Client: mgr.GetClient(), Actions: responders.Defaults(responders.Deps{Client: mgr.GetClient()}), OwnNamespace: "riposte-system"}
 	if err := (&controller.IncidentReconciler{Client: mgr.GetClient(), Runner: r}).SetupWithManager(mgr); err != nil {
 		t.Fatalf("setup: %v", err)
 	}

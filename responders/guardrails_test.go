@@ -48,7 +48,7 @@ func TestDryRunChangesNothingAndRecordsWhatWouldHappen(t *testing.T) {
 		s := spec
 		s.DryRun = !global
 		inc := incident(t, ns, subjectOf(p), playbook(t, s))
-		r := runner(responders.Defaults(kc, nil, nil, nil))
+		r := runner(responders.Defaults(responders.Deps{Client: kc}))
 		r.DryRun = global
 		inc, out := run(t, r, inc)
 		if !out.Done {
@@ -73,7 +73,7 @@ func TestProtectedNamespaceIsRefusedUnlessPlaybookOptsIn(t *testing.T) {
 	p := barePod(t, ns)
 	t.Cleanup(func() { _ = kc.Delete(ctxT(t), p) })
 	inc := incident(t, namespace(t), subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate})))
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 	inc, out := run(t, r, inc)
 	wantPhase(t, inc, "isolate", v1alpha1.StepSkipped, `refused: namespace "kube-system" is protected; set allowProtectedNamespaces: true`)
 	if !out.Done {
@@ -107,7 +107,7 @@ func TestNamespacedPlaybookActsOnlyInItsNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := v1alpha1.PlaybookRef{Kind: "ResponsePlaybook", Namespace: home, Name: "contain"}
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 
 	foreign := barePod(t, other)
 	inc, _ := run(t, r, incident(t, other, subjectOf(foreign), ref))
@@ -130,7 +130,7 @@ func TestApprovalBlocksUntilIncidentIsAnnotated(t *testing.T) {
 		v1alpha1.Step{Action: v1alpha1.ActionAnnotate, Name: "mark", Values: map[string]string{"riposte.dev/seen": "yes"}},
 		v1alpha1.Step{Action: v1alpha1.ActionIsolate, RequireApproval: true},
 	)))
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 	for i := 0; i < 2; i++ {
 		var out responders.Outcome
 		inc, out = run(t, r, inc)
@@ -157,10 +157,10 @@ func TestRateLimitSkipsIncidentsBeyondTheLimit(t *testing.T) {
 	first, second := barePod(t, ns), barePod(t, ns)
 	inc1 := incident(t, ns, subjectOf(first), ref)
 	inc2 := incident(t, ns, subjectOf(second), ref)
-	got1, _ := run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc1)
+	got1, _ := run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc1)
 	wantPhase(t, got1, "label", v1alpha1.StepSucceeded, "")
 	// A new Runner (restart) still counts what the first one did, from the statuses.
-	got2, _ := run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc2)
+	got2, _ := run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc2)
 	wantPhase(t, got2, "label", v1alpha1.StepSkipped, "rate limit: playbook already acted on 1 incidents in the last 1h0m0s (limit 1)")
 	if getPod(t, ns, second.Name).Labels["hit"] != "" {
 		t.Fatalf("rate-limited incident was acted on")
@@ -177,7 +177,7 @@ func TestRestartBetweenStepsFinishesWithoutRepeatingFirstStep(t *testing.T) {
 		v1alpha1.Step{Action: v1alpha1.ActionNotify, Notify: &v1alpha1.NotifyParams{URL: h.URL}},
 		v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"contained": "yes"}},
 	)))
-	first := runner(responders.Defaults(kc, nil, nil, nil))
+	first := runner(responders.Defaults(responders.Deps{Client: kc}))
 	first.AfterStep = func(*v1alpha1.Incident, v1alpha1.StepStatus) error { return errCrash }
 	if _, err := first.Run(ctxT(t), get(t, inc)); !errors.Is(err, errCrash) {
 		t.Fatalf("first runner: %v", err)
@@ -186,7 +186,7 @@ func TestRestartBetweenStepsFinishesWithoutRepeatingFirstStep(t *testing.T) {
 	wantPhase(t, mid, "notify", v1alpha1.StepSucceeded, "")
 	wantPhase(t, mid, "label", v1alpha1.StepPending, "")
 
-	second := runner(responders.Defaults(kc, nil, nil, nil))
+	second := runner(responders.Defaults(responders.Deps{Client: kc}))
 	done, out := run(t, second, inc)
 	if !out.Done || done.Status.Phase != responders.PhaseResponded {
 		t.Fatalf("outcome %+v phase %q", out, done.Status.Phase)
@@ -206,7 +206,7 @@ func TestRestartInsideScaleReusesRecordedReplicas(t *testing.T) {
 	ns := namespace(t)
 	d, pods := deployment(t, ns, 2)
 	inc := incident(t, ns, subjectOf(&pods[0]), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionScale})))
-	r := runner(responders.Defaults(kc, nil, nil, nil))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 	inc, _ = run(t, r, inc)
 	// Rewind the status to Running, as a crash right after the scale would leave it.
 	rewound := get(t, inc)
@@ -215,7 +215,7 @@ func TestRestartInsideScaleReusesRecordedReplicas(t *testing.T) {
 	if err := kc.Status().Update(ctxT(t), rewound); err != nil {
 		t.Fatal(err)
 	}
-	inc, _ = run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc)
 	st := wantPhase(t, inc, "scale", v1alpha1.StepSucceeded, "from 2 to 0")
 	if st.Undo["previousReplicas"] != "2" {
 		t.Fatalf("previous replicas %q after restart, want 2", st.Undo["previousReplicas"])
@@ -235,10 +235,38 @@ func TestFailedStepStopsLaterStepsUnlessContinueOnError(t *testing.T) {
 		v1alpha1.Step{Action: v1alpha1.ActionNotify, Notify: &v1alpha1.NotifyParams{URL: "http://127.0.0.1:1/"}},
 		v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"a": "b"}},
 	)))
-	inc, _ = run(t, runner(responders.Defaults(kc, nil, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc)
 	wantPhase(t, inc, "notify", v1alpha1.StepFailed, "connection refused")
 	wantPhase(t, inc, "label", v1alpha1.StepSkipped, `not run: step "notify" failed`)
 	if inc.Status.Phase != responders.PhaseFailed || !strings.Contains(inc.Status.Phase, "Failed") {
 		t.Fatalf("phase %q", inc.Status.Phase)
+	}
+}
+
+func TestRateLimitHoldsWhenIncidentsRunConcurrently(t *testing.T) {
+	ns := namespace(t)
+	spec := steps(v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"hit": "yes"}})
+	spec.RateLimit = &v1alpha1.RateLimit{Actions: 2, Period: metav1.Duration{Duration: time.Hour}}
+	ref := playbook(t, spec)
+	var incs []*v1alpha1.Incident
+	for i := 0; i < 6; i++ {
+		incs = append(incs, get(t, incident(t, ns, subjectOf(barePod(t, ns)), ref)))
+	}
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
+	errs := make(chan error, len(incs))
+	for _, inc := range incs {
+		go func() { _, err := r.Run(ctxT(t), inc); errs <- err }()
+	}
+	for range incs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	phases := map[v1alpha1.StepPhase]int{}
+	for _, inc := range incs {
+		phases[step(t, get(t, inc), "label").Phase]++
+	}
+	if phases[v1alpha1.StepSucceeded] != 2 || phases[v1alpha1.StepSkipped] != 4 {
+		t.Fatalf("phases %v, want 2 Succeeded and 4 Skipped", phases)
 	}
 }

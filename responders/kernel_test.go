@@ -126,7 +126,7 @@ func TestIsolateInKernelThroughIncidentCutsLoopbackConnectionAndRevertRestoresIt
 	}
 
 	local := &node.Local{CgroupRoot: root, PinDir: mountBPF(t)}
-	run1 := runner(responders.Defaults(kc, local, nil, nil))
+	run1 := runner(responders.Defaults(responders.Deps{Client: kc, Node: local}))
 	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate})))
 	inc, _ = run(t, run1, inc)
 	st := wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: cgroup_skb ingress+egress attached to "+filepath.Dir(dir))
@@ -145,7 +145,7 @@ func TestIsolateInKernelThroughIncidentCutsLoopbackConnectionAndRevertRestoresIt
 		t.Fatalf("isolation ended with the process that attached it")
 	}
 	annotate(t, inc, v1alpha1.RevertAnnotation)
-	run2 := runner(responders.Defaults(kc, &node.Local{CgroupRoot: root, PinDir: local.PinDir}, nil, nil))
+	run2 := runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root, PinDir: local.PinDir}}))
 	inc, _ = run(t, run2, inc)
 	wantPhase(t, inc, "isolate", v1alpha1.StepReverted, "kernel programs detached")
 	if !echoes(c, r, "", 15*time.Second) {
@@ -168,7 +168,7 @@ func TestKillProcessThroughIncidentSendsSIGKILL(t *testing.T) {
 	subject := subjectOf(p)
 	subject.PID, subject.ContainerID, subject.Binary = int64(cmd.Process.Pid), "containerd://"+cid, os.Args[0]
 	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "process"}})))
-	inc, _ = run(t, runner(responders.Defaults(kc, &node.Local{CgroupRoot: root}, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root}})), inc)
 	wantPhase(t, inc, "kill", v1alpha1.StepSucceeded, "killed with SIGKILL")
 	err := cmd.Wait()
 	var ee *exec.ExitError
@@ -208,7 +208,7 @@ func BenchmarkMatchToIsolate(b *testing.B) {
 					local = &node.Local{CgroupRoot: root}
 					n = local
 				}
-				r := runner(responders.Defaults(kc, n, nil, nil))
+				r := runner(responders.Defaults(responders.Deps{Client: kc, Node: n}))
 				var acted time.Time
 				// The first action counts as done when its Succeeded phase is
 				// persisted, not when Run has also summarised the Incident phase.
@@ -256,7 +256,7 @@ func TestCaptureOnTheNodeAddsProcessesSocketsAndExecutable(t *testing.T) {
 	}}
 	store := &evidence.Dir{Root: t.TempDir()}
 	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
-	inc, _ = run(t, runner(responders.Defaults(kc, local, responders.ClientsetLogs{Clientset: cs}, store)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: local, Logs: responders.ClientsetLogs{Clientset: cs}, Store: store})), inc)
 	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "manifest sha256")
 	path := inc.Status.Evidence[0].Location
 	m, err := evidence.Verify(path, inc.Status.Evidence[0].ManifestSHA256)
@@ -315,7 +315,7 @@ func TestKillContainerThroughIncidentKillsAllItsProcesses(t *testing.T) {
 	subject := subjectOf(p)
 	subject.ContainerID = "containerd://" + cid
 	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "container"}})))
-	inc, _ = run(t, runner(responders.Defaults(kc, &node.Local{CgroupRoot: root}, nil, nil)), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root}})), inc)
 	wantPhase(t, inc, "kill", v1alpha1.StepSucceeded, "container app")
 	for _, cmd := range []*exec.Cmd{a, b} {
 		err := cmd.Wait()
@@ -342,7 +342,7 @@ func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *test
 	}
 
 	// The controller has no Node: it delegates the kernel layer.
-	ctrl := runner(responders.Defaults(kc, nil, nil, nil))
+	ctrl := runner(responders.Defaults(responders.Deps{Client: kc}))
 	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate})))
 	inc, _ = run(t, ctrl, inc)
 	wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: delegated to the riposte agent on node")

@@ -81,7 +81,7 @@ func TestDocumentedRBACIsEnoughForEveryActionAndRevert(t *testing.T) {
 		v1alpha1.Step{Action: v1alpha1.ActionScale},
 	)))
 	r := &responders.Runner{Client: asController, OwnNamespace: saNS,
-		Actions: responders.Defaults(asController, nil, responders.ClientsetLogs{Clientset: cs}, &evidence.Dir{Root: t.TempDir()})}
+		Actions: responders.Defaults(responders.Deps{Client: asController, Logs: responders.ClientsetLogs{Clientset: cs}, Store: &evidence.Dir{Root: t.TempDir()}})}
 	out, err := r.Run(ctx, get(t, inc))
 	if err != nil {
 		t.Fatalf("run as %s/%s: %v", saNS, sa, err)
