@@ -91,3 +91,8 @@ test-agent: ## agent tests against the real kernel (root, BTF); they fail, not s
 .PHONY: fuzz-bpf
 fuzz-bpf: ## fuzz the ring-buffer record decoder for 30s
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./bpf
+
+.PHONY: bench-agent
+bench-agent: ## agent benchmarks: overhead on/off, kernel drop fraction, decode, process-table memory (root)
+	$(GO) test -run '^$$' -bench AgentOverhead -benchtime 3x ./internal/agent
+	$(GO) test -run '^$$' -bench 'Decode|Memory' -benchmem ./bpf ./internal/agent/proctable
