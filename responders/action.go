@@ -86,6 +86,11 @@ type Peer struct {
 	Port uint16
 }
 
+// ErrWaiting is returned by an action whose node part the agent does: the
+// step stays Running (with the Result's message, undo data and evidence
+// recorded) until the agent's result appears in NodeResultsAnnotation.
+var ErrWaiting = errors.New("waiting for the node agent")
+
 // ErrRefused marks a guardrail refusal: the step is Skipped, not Failed, and the
 // message says why.
 var ErrRefused = errors.New("refused")

@@ -337,7 +337,9 @@ func TestCaptureWritesBundleWithMatchingHashesAndRedactsEnv(t *testing.T) {
 	// A pod bound to a node whose kubelet cannot be reached: the bundle says
 	// what is missing instead of failing the capture.
 	bound := barePod(t, ns)
-	inc := incident(t, ns, subjectOf(bound), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
+	subject := subjectOf(bound)
+	subject.Node = "" // no node known: nothing to delegate the node part to
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
 	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Logs: responders.ClientsetLogs{Clientset: cs}, Store: store})), inc)
 	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "2 items not captured, see not-captured.txt")
 	path := strings.TrimPrefix(inc.Status.Evidence[0].Location, "node-a:")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,6 +114,9 @@ func (a *Capture) Plan(ctx context.Context, req *Request) (string, error) {
 
 // Do implements Action. A rerun replaces the bundle with a fresh capture.
 func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
+	if req.Undo[UndoNode] == "delegated" && req.Undo["bundle"] != "" {
+		return a.nodePart(req)
+	}
 	s := req.Subject()
 	params := req.Step.Capture
 	if params == nil {
@@ -157,13 +161,18 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 			missing = append(missing, a.logs(ctx, p, params, add)...)
 		}
 	}
-	if a.Node != nil && s.PodUID != "" {
+	delegate := false
+	switch {
+	case a.Node != nil && s.PodUID != "":
 		nf, err := a.Node.Evidence(ctx, s.PodUID, s.ContainerID, params.IncludeSecrets)
 		if err != nil {
 			missing = append(missing, fmt.Sprintf("node: %v", err))
 		}
 		files = append(files, nf...)
-	} else {
+	case s.PodUID != "" && s.Node != "":
+		// The agent on the pod's node writes a second bundle there.
+		delegate = true
+	default:
 		missing = append(missing, "node: processes, open files, sockets and executables need the node agent")
 	}
 	if len(missing) > 0 {
@@ -179,11 +188,32 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 	if len(missing) > 0 {
 		msg += fmt.Sprintf(" (%d items not captured, see not-captured.txt)", len(missing))
 	}
-	return Result{
+	res := Result{
 		Message:  msg,
 		Undo:     map[string]string{"bundle": sealed.Location},
 		Evidence: &v1alpha1.Evidence{Location: sealed.Location, ManifestSHA256: sealed.ManifestSHA256, Files: int32(sealed.Files), CapturedAt: &at},
-	}, nil
+	}
+	if delegate {
+		res.Undo[UndoNode] = "delegated"
+		res.Undo["includeSecrets"] = strconv.FormatBool(params.IncludeSecrets)
+		res.Message = msg + "; " + waitingFor(req)
+		return res, ErrWaiting
+	}
+	return res, nil
+}
+
+// nodePart finishes a capture whose API bundle is recorded and whose node
+// bundle the agent writes.
+func (a *Capture) nodePart(req *Request) (Result, error) {
+	r, ok := nodeResult(req)
+	switch {
+	case !ok:
+		return Result{Message: fmt.Sprintf("API bundle at %s; %s", req.Undo["bundle"], waitingFor(req))}, ErrWaiting
+	case r.Error != "":
+		return Result{}, fmt.Errorf("API bundle at %s; node %s: %s", req.Undo["bundle"], req.Subject().Node, r.Error)
+	}
+	msg := fmt.Sprintf("API bundle at %s; node %s: %s", req.Undo["bundle"], req.Subject().Node, r.Message)
+	return Result{Message: msg, Evidence: r.Evidence}, nil
 }
 
 // owners walks the controller chain (Pod → ReplicaSet → Deployment, Job →

@@ -379,3 +379,69 @@ func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *test
 		t.Fatalf("incident annotation %q", a)
 	}
 }
+
+func TestControllerDelegatesKillAndCaptureToTheNodeAgent(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, cid, dir := podCgroup(t, string(p.UID))
+	cmd, _ := startInCgroup(t, dir)
+	subject := subjectOf(p)
+	subject.PID, subject.ContainerID, subject.Binary = int64(cmd.Process.Pid), "containerd://"+cid, os.Args[0]
+	inc := incident(t, ns, subject, playbook(t, steps(
+		v1alpha1.Step{Action: v1alpha1.ActionCapture},
+		v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "process"}},
+		v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"contained": "yes"}},
+	)))
+	// The controller: no Node, an evidence folder of its own.
+	ctrl := runner(responders.Defaults(responders.Deps{Client: kc, Store: &evidence.Dir{Root: t.TempDir(), Node: "controller"}}))
+	// The agent on the pod's node, with its own evidence folder.
+	agent := &node.Enforcer{Client: kc, Local: &node.Local{CgroupRoot: root}, NodeName: p.Spec.NodeName, Store: &evidence.Dir{Root: t.TempDir(), Node: p.Spec.NodeName}}
+
+	got, out := run(t, ctrl, inc)
+	if out.Done {
+		t.Fatalf("done before the agent did its part")
+	}
+	wantPhase(t, got, "capture", v1alpha1.StepRunning, `waiting for the riposte agent on node "riposte-test-node"`)
+	wantPhase(t, got, "kill", v1alpha1.StepPending, "")
+	if len(got.Status.Evidence) != 1 || !strings.HasPrefix(got.Status.Evidence[0].Location, "controller:") {
+		t.Fatalf("the API bundle is not recorded while waiting: %+v", got.Status.Evidence)
+	}
+
+	for i := 0; i < 2; i++ { // capture, then kill: each reported by one agent sync
+		res, err := agent.Sync(ctxT(t))
+		if err != nil || len(res.Delegated) != 1 {
+			t.Fatalf("agent sync %d: %+v %v", i, res, err)
+		}
+		got, out = run(t, ctrl, inc)
+	}
+	if !out.Done || got.Status.Phase != responders.PhaseResponded {
+		t.Fatalf("outcome %+v phase %q steps %+v", out, got.Status.Phase, got.Status.Steps)
+	}
+	wantPhase(t, got, "capture", v1alpha1.StepSucceeded, "node riposte-test-node: ")
+	wantPhase(t, got, "kill", v1alpha1.StepSucceeded, "killed with SIGKILL")
+	wantPhase(t, got, "label", v1alpha1.StepSucceeded, "contained=yes")
+	if len(got.Status.Evidence) != 2 {
+		t.Fatalf("evidence %+v, want the API and the node bundle", got.Status.Evidence)
+	}
+	nodeBundle := got.Status.Evidence[1]
+	m, err := evidence.Verify(strings.TrimPrefix(nodeBundle.Location, p.Spec.NodeName+":"), nodeBundle.ManifestSHA256)
+	if err != nil {
+		t.Fatalf("node bundle: %v", err)
+	}
+	names := map[string]bool{}
+	for _, f := range m.Files {
+		names[f.Name] = true
+	}
+	if !names["node/processes.json"] || !names["node/net/tcp"] || !names[fmt.Sprintf("exe/%d-%s", cmd.Process.Pid, filepath.Base(os.Args[0]))] {
+		t.Fatalf("node bundle files %v", names)
+	}
+	werr := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(werr, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("process exit %v, want SIGKILL", werr)
+	}
+	// Nothing left to do: another sync reports nothing twice.
+	if res, err := agent.Sync(ctxT(t)); err != nil || len(res.Delegated) != 0 {
+		t.Fatalf("third sync: %+v %v", res, err)
+	}
+}

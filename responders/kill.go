@@ -41,10 +41,18 @@ func (a *Kill) Plan(ctx context.Context, req *Request) (string, error) {
 	}
 }
 
-// Prepare checks minHealthyReplicas before anything is killed.
+// Prepare checks minHealthyReplicas before anything is killed, and marks a
+// process or container kill for the node agent when this process has no Node.
 func (a *Kill) Prepare(ctx context.Context, req *Request) (map[string]string, error) {
+	var undo map[string]string
+	if t := killTarget(req); a.Node == nil && (t == "process" || t == "container") {
+		if req.Subject().Node == "" {
+			return nil, refused("the incident's subject names no node to kill the %s on", t)
+		}
+		undo = map[string]string{UndoNode: "delegated", "target": t}
+	}
 	if req.Step.Kill == nil || req.Step.Kill.MinHealthyReplicas == nil {
-		return nil, nil
+		return undo, nil
 	}
 	p, err := pod(ctx, a.Client, req.Subject())
 	if err != nil {
@@ -62,7 +70,7 @@ func (a *Kill) Prepare(ctx context.Context, req *Request) (map[string]string, er
 	if min := *req.Step.Kill.MinHealthyReplicas; after < min {
 		return nil, refused("killing pod %s/%s would leave %d ready replicas, below minHealthyReplicas %d", p.Namespace, p.Name, after, min)
 	}
-	return nil, nil
+	return undo, nil
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -110,6 +118,16 @@ func readyReplicas(ctx context.Context, c client.Reader, p *corev1.Pod) (int32, 
 // Do implements Action.
 func (a *Kill) Do(ctx context.Context, req *Request) (Result, error) {
 	s := req.Subject()
+	if req.Undo[UndoNode] == "delegated" {
+		res, ok := nodeResult(req)
+		switch {
+		case !ok:
+			return Result{Message: waitingFor(req)}, ErrWaiting
+		case res.Error != "":
+			return Result{}, fmt.Errorf("node %s: %s", s.Node, res.Error)
+		}
+		return Result{Message: fmt.Sprintf("node %s: %s", s.Node, res.Message)}, nil
+	}
 	switch t := killTarget(req); t {
 	case "process":
 		if a.Node == nil {

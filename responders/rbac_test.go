@@ -68,7 +68,7 @@ func TestDocumentedRBACIsEnoughForEveryActionAndRevert(t *testing.T) {
 	subject := subjectOf(&pods[0])
 	// Enrichment names the workload; scale needs it once quarantine has
 	// released the pod from its ReplicaSet.
-	subject.Node, subject.WorkloadKind, subject.WorkloadName = n.Name, "Deployment", d.Name
+	subject.WorkloadKind, subject.WorkloadName = "Deployment", d.Name
 	h := newHook(t)
 	inc := incident(t, ns, subject, playbook(t, steps(
 		v1alpha1.Step{Action: v1alpha1.ActionCapture},
@@ -76,7 +76,6 @@ func TestDocumentedRBACIsEnoughForEveryActionAndRevert(t *testing.T) {
 		v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"seen": "yes"}},
 		v1alpha1.Step{Action: v1alpha1.ActionAnnotate, Values: map[string]string{"seen": "yes"}},
 		v1alpha1.Step{Action: v1alpha1.ActionQuarantine},
-		v1alpha1.Step{Action: v1alpha1.ActionCordon},
 		v1alpha1.Step{Action: v1alpha1.ActionNotify, Notify: &v1alpha1.NotifyParams{URL: h.URL}},
 		v1alpha1.Step{Action: v1alpha1.ActionScale},
 	)))
@@ -86,6 +85,19 @@ func TestDocumentedRBACIsEnoughForEveryActionAndRevert(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run as %s/%s: %v", saNS, sa, err)
 	}
+	// Cordon needs a node in the subject (which would also delegate capture).
+	cordonSubject := subjectOf(barePod(t, ns))
+	cordonSubject.Node = n.Name
+	cordon := incident(t, ns, cordonSubject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCordon})))
+	if _, err := r.Run(ctx, get(t, cordon)); err != nil {
+		t.Fatalf("cordon as %s/%s: %v", saNS, sa, err)
+	}
+	wantPhase(t, get(t, cordon), "cordon", v1alpha1.StepSucceeded, "unschedulable")
+	annotate(t, cordon, v1alpha1.RevertAnnotation)
+	if _, err := r.Run(ctx, get(t, cordon)); err != nil {
+		t.Fatalf("uncordon as %s/%s: %v", saNS, sa, err)
+	}
+	wantPhase(t, get(t, cordon), "cordon", v1alpha1.StepReverted, "schedulable again")
 	got := get(t, inc)
 	for _, s := range got.Status.Steps {
 		if s.Phase != v1alpha1.StepSucceeded {

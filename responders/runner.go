@@ -231,6 +231,8 @@ func (r *Runner) runPlaybook(ctx context.Context, inc *v1alpha1.Incident, ref v1
 		switch st.Phase {
 		case v1alpha1.StepAwaitingApproval:
 			return Outcome{AwaitingApproval: true}, nil
+		case v1alpha1.StepRunning: // waiting for the node agent
+			return Outcome{}, nil
 		case v1alpha1.StepFailed:
 			if !step.ContinueOnError {
 				stopped = fmt.Sprintf("not run: step %q failed", names[i])
@@ -301,6 +303,9 @@ func (r *Runner) runStep(ctx context.Context, inc *v1alpha1.Incident, idx int, r
 		if ctx.Err() != nil { // shutting down: leave the step Running for the next Runner
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrWaiting) {
+			return r.wait(ctx, inc, idx, res)
+		}
 		return r.finish(ctx, inc, idx, phaseOf(err), err.Error(), res)
 	}
 	return r.finish(ctx, inc, idx, v1alpha1.StepSucceeded, res.Message, res)
@@ -311,6 +316,30 @@ func phaseOf(err error) v1alpha1.StepPhase {
 		return v1alpha1.StepSkipped
 	}
 	return v1alpha1.StepFailed
+}
+
+// wait keeps a step Running while the node agent does its part, recording
+// what the controller's part produced; the agent's result annotation wakes
+// the Incident up again.
+func (r *Runner) wait(ctx context.Context, inc *v1alpha1.Incident, idx int, res Result) error {
+	st := &inc.Status.Steps[idx]
+	changed := st.Message != res.Message || res.Evidence != nil
+	st.Message = res.Message
+	for k, v := range res.Undo {
+		if st.Undo == nil {
+			st.Undo = map[string]string{}
+		}
+		if st.Undo[k] != v {
+			st.Undo[k], changed = v, true
+		}
+	}
+	if res.Evidence != nil {
+		inc.Status.Evidence = append(inc.Status.Evidence, *res.Evidence)
+	}
+	if !changed {
+		return nil
+	}
+	return r.persist(ctx, inc)
 }
 
 func (r *Runner) finish(ctx context.Context, inc *v1alpha1.Incident, idx int, phase v1alpha1.StepPhase, msg string, res Result) error {

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -26,11 +28,19 @@ const KernelAnnotation = "riposte.dev/kernel-isolation"
 // isolate step Running or Succeeded for it, and released once none has
 // (Reverted, or the Incident deleted). Being level-triggered it is restart-safe
 // without state of its own, and the controller never has to reach the node.
+//
+// It also does the node part of steps the controller delegated (a step
+// Running with undo node=delegated): process and container kills, and the
+// node-side evidence bundle of capture, reporting each in
+// responders.NodeResultsAnnotation exactly once.
 type Enforcer struct {
 	// Client reads Incidents and annotates them (the agent's cached client).
 	Client   client.Client
 	Local    *Local
 	NodeName string
+	// Store keeps node-side evidence (a node folder or PVC); nil reports
+	// delegated captures as failed.
+	Store responders.EvidenceStore
 }
 
 // SyncResult says what one Sync changed, by pod UID.
@@ -38,6 +48,77 @@ type SyncResult struct {
 	Attached, Released []string
 	// Absent are wanted pods without a cgroup here (gone, or not yet started).
 	Absent []string
+	// Delegated are the step keys whose node part was done and reported.
+	Delegated []string
+}
+
+// delegated does the node part of one step; failures become the result's Error.
+func (e *Enforcer) delegated(ctx context.Context, inc *v1alpha1.Incident, st v1alpha1.StepStatus) responders.NodeResult {
+	s := inc.Spec.Subject
+	fail := func(err error) responders.NodeResult { return responders.NodeResult{Error: err.Error()} }
+	switch st.Action {
+	case v1alpha1.ActionKill:
+		switch st.Undo["target"] {
+		case "process":
+			if s.PID <= 0 {
+				return fail(errors.New("the incident's subject names no process"))
+			}
+			if err := e.Local.KillProcess(ctx, int(s.PID), s.ContainerID); err != nil {
+				return fail(err)
+			}
+			return responders.NodeResult{Message: fmt.Sprintf("process %d (%s) killed with SIGKILL", s.PID, s.Binary)}
+		case "container":
+			if err := e.Local.KillContainer(ctx, s.PodUID, s.ContainerID); err != nil {
+				return fail(err)
+			}
+			return responders.NodeResult{Message: fmt.Sprintf("container %s (%s) killed", s.Container, s.ContainerID)}
+		}
+	case v1alpha1.ActionCapture:
+		if e.Store == nil {
+			return fail(errors.New("no evidence store configured on the agent"))
+		}
+		files, err := e.Local.Evidence(ctx, s.PodUID, s.ContainerID, st.Undo["includeSecrets"] == "true")
+		if err != nil {
+			return fail(err)
+		}
+		id := fmt.Sprintf("%s/%s/%s-node", inc.Namespace, inc.Name, strings.ReplaceAll(st.Playbook+"-"+st.Name, "/", "_"))
+		sealed, err := e.Store.Write(ctx, id, files, time.Now())
+		if err != nil {
+			return fail(fmt.Errorf("store node evidence: %w", err))
+		}
+		at := metav1.NewTime(sealed.CapturedAt)
+		return responders.NodeResult{
+			Message:  fmt.Sprintf("%d files at %s, manifest sha256 %s", sealed.Files, sealed.Location, sealed.ManifestSHA256),
+			Evidence: &v1alpha1.Evidence{Location: sealed.Location, ManifestSHA256: sealed.ManifestSHA256, Files: int32(sealed.Files), CapturedAt: &at},
+		}
+	}
+	return fail(fmt.Errorf("step %s (%s) cannot be done by the node agent", st.Name, st.Action))
+}
+
+// report adds one result to the Incident's node-results annotation; the
+// optimistic lock keeps concurrent reports (and other annotations) intact.
+func (e *Enforcer) report(ctx context.Context, inc *v1alpha1.Incident, key string, r responders.NodeResult) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var fresh v1alpha1.Incident
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(inc), &fresh); err != nil {
+			return err
+		}
+		results := responders.NodeResults(&fresh)
+		results[key] = r
+		data, err := json.Marshal(results)
+		if err != nil {
+			return err
+		}
+		base := client.MergeFromWithOptions(fresh.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		if fresh.Annotations == nil {
+			fresh.Annotations = map[string]string{}
+		}
+		fresh.Annotations[responders.NodeResultsAnnotation] = string(data)
+		if err := e.Client.Patch(ctx, &fresh, base); err != nil {
+			return fmt.Errorf("report %s on incident %s/%s: %w", key, inc.Namespace, inc.Name, err)
+		}
+		return nil
+	})
 }
 
 type wanted struct {
@@ -59,6 +140,19 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 		inc := &list.Items[i]
 		if inc.Spec.Subject.Node != e.NodeName {
 			continue
+		}
+		done := responders.NodeResults(inc)
+		for _, st := range inc.Status.Steps {
+			key := responders.StepKey(st.Playbook, st.Name)
+			if _, ok := done[key]; ok || st.Phase != v1alpha1.StepRunning || st.Undo[responders.UndoNode] != "delegated" {
+				continue
+			}
+			r := e.delegated(ctx, inc, st)
+			if err := e.report(ctx, inc, key, r); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			res.Delegated = append(res.Delegated, key)
 		}
 		for _, st := range inc.Status.Steps {
 			uid := st.Undo["podUID"]
