@@ -402,14 +402,27 @@ func (s *Sensors) Counters() (Counts, error) {
 	return out, nil
 }
 
-// ExecTime returns the boot-time clock of a process's last exec, as the
-// kernel saw it (submitted or not); ok is false when unknown.
-func (s *Sensors) ExecTime(pid uint32) (uint64, bool) {
-	var t uint64
-	if err := s.objs.ExecTime.Lookup(pid, &t); err != nil {
-		return 0, false
+// Proc is what the kernel remembers of a process: its last exec (time,
+// binary) and parent, copied to children at fork.
+type Proc struct {
+	ExecTime uint64
+	PPID     int64
+	Binary   string
+}
+
+// Proc returns the kernel's record of a process; ok is false when the
+// kernel has not seen it exec (or fork from a process that did) since load.
+func (s *Sensors) Proc(pid uint32) (Proc, bool) {
+	var v sensorsProcV
+	if err := s.objs.Procs.Lookup(pid, &v); err != nil {
+		return Proc{}, false
 	}
-	return t, true
+	n := min(int(v.BinLen), len(v.Bin))
+	b := make([]byte, n)
+	for i := range n {
+		b[i] = byte(v.Bin[i])
+	}
+	return Proc{ExecTime: v.Ktime, PPID: int64(v.Ppid), Binary: string(b)}, true
 }
 
 // BootTime is the wall-clock time of boot: record times are relative to it.

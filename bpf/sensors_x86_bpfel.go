@@ -35,6 +35,8 @@ type sensorsKeys struct {
 	Name  sensorsNameKey
 	Path  sensorsLpmPathKey
 	Dpath [256]int8
+	_     [4]byte
+	Pv    sensorsProcV
 }
 
 type sensorsLpmPathKey struct {
@@ -70,6 +72,15 @@ type sensorsPortKey struct {
 	_    structs.HostLayout
 	Gen  uint32
 	Port uint32
+}
+
+type sensorsProcV struct {
+	_      structs.HostLayout
+	Ktime  uint64
+	Ppid   uint32
+	BinLen uint16
+	Pad    uint16
+	Bin    [256]int8
 }
 
 type sensorsScratchU struct {
@@ -122,7 +133,6 @@ const (
 	sensorsMapActive       = "active"
 	sensorsMapCounters     = "counters"
 	sensorsMapEvents       = "events"
-	sensorsMapExecTime     = "exec_time"
 	sensorsMapFilter       = "filter"
 	sensorsMapFilterBins   = "filter_bins"
 	sensorsMapFilterCidr4  = "filter_cidr4"
@@ -134,6 +144,7 @@ const (
 	sensorsMapKeybuf       = "keybuf"
 	sensorsMapKillBins     = "kill_bins"
 	sensorsMapKillNames    = "kill_names"
+	sensorsMapProcs        = "procs"
 	sensorsMapScratch      = "scratch"
 	sensorsMapWalkbuf      = "walkbuf"
 	sensorsProgOnExec      = "on_exec"
@@ -199,7 +210,6 @@ type sensorsMapSpecs struct {
 	Active       *ebpf.MapSpec `ebpf:"active"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
-	ExecTime     *ebpf.MapSpec `ebpf:"exec_time"`
 	Filter       *ebpf.MapSpec `ebpf:"filter"`
 	FilterBins   *ebpf.MapSpec `ebpf:"filter_bins"`
 	FilterCidr4  *ebpf.MapSpec `ebpf:"filter_cidr4"`
@@ -211,6 +221,7 @@ type sensorsMapSpecs struct {
 	Keybuf       *ebpf.MapSpec `ebpf:"keybuf"`
 	KillBins     *ebpf.MapSpec `ebpf:"kill_bins"`
 	KillNames    *ebpf.MapSpec `ebpf:"kill_names"`
+	Procs        *ebpf.MapSpec `ebpf:"procs"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Walkbuf      *ebpf.MapSpec `ebpf:"walkbuf"`
 }
@@ -244,7 +255,6 @@ type sensorsMaps struct {
 	Active       *ebpf.Map `ebpf:"active"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
-	ExecTime     *ebpf.Map `ebpf:"exec_time"`
 	Filter       *ebpf.Map `ebpf:"filter"`
 	FilterBins   *ebpf.Map `ebpf:"filter_bins"`
 	FilterCidr4  *ebpf.Map `ebpf:"filter_cidr4"`
@@ -256,6 +266,7 @@ type sensorsMaps struct {
 	Keybuf       *ebpf.Map `ebpf:"keybuf"`
 	KillBins     *ebpf.Map `ebpf:"kill_bins"`
 	KillNames    *ebpf.Map `ebpf:"kill_names"`
+	Procs        *ebpf.Map `ebpf:"procs"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Walkbuf      *ebpf.Map `ebpf:"walkbuf"`
 }
@@ -265,7 +276,6 @@ func (m *sensorsMaps) Close() error {
 		m.Active,
 		m.Counters,
 		m.Events,
-		m.ExecTime,
 		m.Filter,
 		m.FilterBins,
 		m.FilterCidr4,
@@ -277,6 +287,7 @@ func (m *sensorsMaps) Close() error {
 		m.Keybuf,
 		m.KillBins,
 		m.KillNames,
+		m.Procs,
 		m.Scratch,
 		m.Walkbuf,
 	)

@@ -236,14 +236,23 @@ struct {
 	__type(value, u32);
 } kill_names SEC(".maps");
 
-// exec_time records the last exec of every process, submitted or not, so the
-// user-space process table knows when an entry went stale.
+// procs records every process's last exec (time, parent, binary),
+// submitted or not, and is copied to children at fork. The user-space
+// process table uses it to notice entries gone stale and to name processes
+// that exited before it could read /proc: the prefilter drops most execs.
+struct proc_v {
+	u64 ktime;
+	u32 ppid;
+	u16 bin_len;
+	u16 pad;
+	char bin[PATH_MAX_B];
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 32768);
 	__type(key, u32);
-	__type(value, u64);
-} exec_time SEC(".maps");
+	__type(value, struct proc_v);
+} procs SEC(".maps");
 
 // ---------------------------------------------------------------- helpers
 

@@ -16,6 +16,7 @@ struct keys {
 	struct name_key name;
 	struct lpm_path_key path;
 	char dpath[PATH_MAX_B];
+	struct proc_v pv;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -68,8 +69,6 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
 	u32 tgid = t->tgid;
-	u64 now = bpf_ktime_get_boot_ns();
-	bpf_map_update_elem(&exec_time, &tgid, &now, BPF_ANY);
 	count(K_EXEC, O_SEEN);
 
 	u32 gen;
@@ -86,6 +85,12 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
 	long blen = resolve(t, &f->f_path, r->data);
 	bool bin_ok, name_ok;
 	exec_keys(k, r->data, blen, &bin_ok, &name_ok);
+	// Remember the image for the process table, whatever the filter says.
+	k->pv.ktime = bpf_ktime_get_boot_ns();
+	k->pv.ppid = t->real_parent->tgid;
+	k->pv.bin_len = blen;
+	bpf_probe_read_kernel(k->pv.bin, PATH_MAX_B, r->data);
+	bpf_map_update_elem(&procs, &tgid, &k->pv, BPF_ANY);
 
 	// In-kernel kill: exact binary or base name of a rule enforced here.
 	r->enforce_rule = 0;
@@ -145,6 +150,15 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	if (child->pid != child->tgid)
 		return 0; // a new thread, not a new process
 	count(K_FORK, O_SEEN);
+	// The child runs its parent's image until it execs.
+	u32 ptgid = parent->tgid, ctgid = child->tgid;
+	struct proc_v *pv = bpf_map_lookup_elem(&procs, &ptgid);
+	struct keys *k = get_keys();
+	if (pv && k) {
+		bpf_probe_read_kernel(&k->pv, sizeof(k->pv), pv);
+		k->pv.ppid = ptgid;
+		bpf_map_update_elem(&procs, &ctgid, &k->pv, BPF_ANY);
+	}
 	u32 gen;
 	struct filter_cfg *cfg = cfg_get(&gen);
 	if (!cfg)

@@ -68,7 +68,10 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.sensors = s
 	a.Enforcement.Announce(cfg.Log, cfg.Registry)
-	a.table = proctable.New(proctable.Options{Clock: s.ExecTime})
+	a.table = proctable.New(proctable.Options{Kernel: func(pid uint32) (proctable.KernelProc, bool) {
+		p, ok := s.Proc(pid)
+		return proctable.KernelProc{ExecTime: p.ExecTime, PPID: p.PPID, Binary: p.Binary}, ok
+	}})
 	if err := a.table.Seed(); err != nil {
 		s.Close()
 		return nil, err

@@ -23,9 +23,17 @@ const DefaultGrace = 30 * time.Second
 // ErrNoProcess is returned when a process is neither in the table nor in /proc.
 var ErrNoProcess = errors.New("no such process")
 
-// ExecClock returns the kernel's time of a process's last exec; ok is false
-// when the kernel has not seen one since the sensors loaded.
-type ExecClock func(pid uint32) (t uint64, ok bool)
+// Kernel is what the sensors remember of a process: the time of its last
+// exec, its parent and binary; ok is false when the kernel has not seen it
+// exec (or fork from a process that did) since the sensors loaded.
+type Kernel func(pid uint32) (k KernelProc, ok bool)
+
+// KernelProc is the kernel's record of a process.
+type KernelProc struct {
+	ExecTime uint64
+	PPID     int64
+	Binary   string
+}
 
 // Entry is one process. Entries are replaced, never mutated, once stored.
 type Entry struct {
@@ -47,14 +55,14 @@ type Table struct {
 	// Proc is the proc file system root ("/proc").
 	proc  string
 	grace time.Duration
-	clock ExecClock
+	kernel Kernel
 }
 
 // Options configure a table.
 type Options struct {
 	Proc  string        // default /proc
 	Grace time.Duration // default DefaultGrace
-	Clock ExecClock     // nil: entries are never considered stale
+	Kernel Kernel       // nil: entries are never stale, exited processes unknown
 }
 
 // New returns an empty table.
@@ -65,7 +73,7 @@ func New(o Options) *Table {
 	if o.Grace == 0 {
 		o.Grace = DefaultGrace
 	}
-	return &Table{procs: map[int64]*Entry{}, proc: o.Proc, grace: o.Grace, clock: o.Clock}
+	return &Table{procs: map[int64]*Entry{}, proc: o.Proc, grace: o.Grace, kernel: o.Kernel}
 }
 
 // Seed reads every process of /proc. Processes that vanish while being read
@@ -130,8 +138,11 @@ func (t *Table) read(pid int64) (*Entry, error) {
 			}
 		}
 	}
-	if t.clock != nil {
-		e.ExecTime, _ = t.clock(uint32(pid))
+	if k, ok := t.kernelProc(pid); ok {
+		e.ExecTime = k.ExecTime
+		if e.Binary == "" {
+			e.Binary = k.Binary // a zombie: /proc has no exe any more
+		}
 	}
 	return e, nil
 }
@@ -180,7 +191,13 @@ func (t *Table) Get(pid int64) (*Entry, error) {
 	}
 	e, err := t.read(pid)
 	if err != nil {
-		return nil, err
+		// Gone already (short-lived processes are the rule): what the
+		// kernel remembers still names it.
+		k, ok := t.kernelProc(pid)
+		if !ok {
+			return nil, err
+		}
+		e = &Entry{PID: pid, PPID: k.PPID, Binary: k.Binary, ExecTime: k.ExecTime}
 	}
 	t.mu.Lock()
 	t.procs[pid] = e
@@ -189,11 +206,15 @@ func (t *Table) Get(pid int64) (*Entry, error) {
 }
 
 func (t *Table) stale(e *Entry) bool {
-	if t.clock == nil {
-		return false
+	k, ok := t.kernelProc(e.PID)
+	return ok && k.ExecTime != e.ExecTime
+}
+
+func (t *Table) kernelProc(pid int64) (KernelProc, bool) {
+	if t.kernel == nil {
+		return KernelProc{}, false
 	}
-	kt, ok := t.clock(uint32(e.PID))
-	return ok && kt != e.ExecTime
+	return t.kernel(uint32(pid))
 }
 
 // Fill completes an event's process: binary and arguments when the event

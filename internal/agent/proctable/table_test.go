@@ -78,8 +78,8 @@ func TestForkExecExitBuildTheAncestorChain(t *testing.T) {
 
 func TestStaleEntryIsReadAgainFromProc(t *testing.T) {
 	pid := int64(os.Getpid())
-	clock := func(p uint32) (uint64, bool) { return 99, p == uint32(pid) }
-	tb := New(Options{Clock: clock})
+	kernel := func(p uint32) (KernelProc, bool) { return KernelProc{ExecTime: 99}, p == uint32(pid) }
+	tb := New(Options{Kernel: kernel})
 	// The table believes we run /bin/old (an exec it missed since).
 	tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: pid, Binary: "/bin/old"}}, 5)
 	e, err := tb.Get(pid)
@@ -89,6 +89,18 @@ func TestStaleEntryIsReadAgainFromProc(t *testing.T) {
 	exe, _ := os.Executable()
 	if e.Binary != exe || e.ExecTime != 99 {
 		t.Errorf("entry = %+v, want re-read binary %s with exec clock 99", e, exe)
+	}
+}
+
+func TestExitedProcessIsNamedByTheKernelRecord(t *testing.T) {
+	kernel := func(p uint32) (KernelProc, bool) {
+		return map[uint32]KernelProc{40: {ExecTime: 7, PPID: 30, Binary: "/usr/bin/cat"}, 30: {ExecTime: 6, PPID: 1, Binary: "/bin/sh"}}[p], p == 40 || p == 30
+	}
+	tb := New(Options{Proc: t.TempDir(), Kernel: kernel}) // /proc knows nothing: both exited
+	ev := &engine.Event{Kind: engine.KindOpen, Process: engine.Process{PID: 40, PPID: 30}}
+	tb.Fill(ev)
+	if ev.Process.Binary != "/usr/bin/cat" || ev.Process.Parent.Binary != "/bin/sh" || ev.Process.Parent.PID != 30 {
+		t.Errorf("process %q parent %d %q, want cat with parent 30 /bin/sh", ev.Process.Binary, ev.Process.Parent.PID, ev.Process.Parent.Binary)
 	}
 }
 
