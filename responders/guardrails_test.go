@@ -270,3 +270,21 @@ func TestRateLimitHoldsWhenIncidentsRunConcurrently(t *testing.T) {
 		t.Fatalf("phases %v, want 2 Succeeded and 4 Skipped", phases)
 	}
 }
+
+func TestDelegatedStepFailsWhenNoAgentAnswers(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	subject := subjectOf(p)
+	subject.PID, subject.ContainerID = 4242, "containerd://abc"
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "process"}})))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
+	r.AgentTimeout = 300 * time.Millisecond
+	got, out := run(t, r, inc)
+	wantPhase(t, got, "kill", v1alpha1.StepRunning, `waiting for the riposte agent on node "riposte-test-node"`)
+	if out.Done || out.RequeueAfter <= 0 || out.RequeueAfter > 2*time.Second {
+		t.Fatalf("outcome %+v, want a requeue shortly after the agent timeout", out)
+	}
+	time.Sleep(out.RequeueAfter)
+	got, _ = run(t, r, inc)
+	wantPhase(t, got, "kill", v1alpha1.StepFailed, `no report from the riposte agent on node "riposte-test-node" within 300ms`)
+}

@@ -42,6 +42,9 @@ type Runner struct {
 	OwnNamespace string
 	// StepTimeout bounds one action (default 30s).
 	StepTimeout time.Duration
+	// AgentTimeout bounds how long a step delegated to the node agent may wait
+	// for its report (default 2m); then the step fails.
+	AgentTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// AfterStep, when set, is called after a step's final phase is persisted;
@@ -64,6 +67,16 @@ type Outcome struct {
 	// AwaitingApproval is true when a step waits for riposte.dev/approve=true;
 	// the caller should reconcile again when the Incident's annotations change.
 	AwaitingApproval bool
+	// RequeueAfter, when set, is when to look again without an event: a step
+	// waits for the node agent and fails if it has not answered by then.
+	RequeueAfter time.Duration
+}
+
+func (r *Runner) agentTimeout() time.Duration {
+	if r.AgentTimeout > 0 {
+		return r.AgentTimeout
+	}
+	return 2 * time.Minute
 }
 
 func (r *Runner) now() time.Time {
@@ -91,6 +104,9 @@ func (r *Runner) Run(ctx context.Context, inc *v1alpha1.Incident) (Outcome, erro
 		}
 		out.Done = out.Done && po.Done
 		out.AwaitingApproval = out.AwaitingApproval || po.AwaitingApproval
+		if po.RequeueAfter > 0 && (out.RequeueAfter == 0 || po.RequeueAfter < out.RequeueAfter) {
+			out.RequeueAfter = po.RequeueAfter
+		}
 	}
 	return out, r.setPhase(ctx, inc)
 }
@@ -232,7 +248,7 @@ func (r *Runner) runPlaybook(ctx context.Context, inc *v1alpha1.Incident, ref v1
 		case v1alpha1.StepAwaitingApproval:
 			return Outcome{AwaitingApproval: true}, nil
 		case v1alpha1.StepRunning: // waiting for the node agent
-			return Outcome{}, nil
+			return Outcome{RequeueAfter: r.agentTimeout() - r.now().Sub(st.StartedAt.Time) + time.Second}, nil
 		case v1alpha1.StepFailed:
 			if !step.ContinueOnError {
 				stopped = fmt.Sprintf("not run: step %q failed", names[i])
@@ -304,6 +320,9 @@ func (r *Runner) runStep(ctx context.Context, inc *v1alpha1.Incident, idx int, r
 			return ctx.Err()
 		}
 		if errors.Is(err, ErrWaiting) {
+			if st.StartedAt != nil && r.now().Sub(st.StartedAt.Time) >= r.agentTimeout() {
+				return r.finish(ctx, inc, idx, v1alpha1.StepFailed, fmt.Sprintf("no report from the riposte agent on node %q within %s", req.Subject().Node, r.agentTimeout()), res)
+			}
 			return r.wait(ctx, inc, idx, res)
 		}
 		return r.finish(ctx, inc, idx, phaseOf(err), err.Error(), res)

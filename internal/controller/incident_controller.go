@@ -47,14 +47,16 @@ func (r *IncidentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile advances the Incident's playbooks. An error (an API call that
 // failed, a status conflict that outlived retries) requeues with backoff; a
-// step waiting for approval is resumed by the annotation change.
+// step waiting for approval or for the node agent's report is resumed by the
+// annotation change, and a step the agent never answers fails at the timeout.
 func (r *IncidentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	inc := &v1alpha1.Incident{}
 	if err := r.Get(ctx, req.NamespacedName, inc); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if _, err := r.Runner.Run(ctx, inc); err != nil {
+	out, err := r.Runner.Run(ctx, inc)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: out.RequeueAfter}, nil
 }
