@@ -53,16 +53,16 @@ type Table struct {
 	mu    sync.RWMutex
 	procs map[int64]*Entry
 	// Proc is the proc file system root ("/proc").
-	proc  string
-	grace time.Duration
+	proc   string
+	grace  time.Duration
 	kernel Kernel
 }
 
 // Options configure a table.
 type Options struct {
-	Proc  string        // default /proc
-	Grace time.Duration // default DefaultGrace
-	Kernel Kernel       // nil: entries are never stale, exited processes unknown
+	Proc   string        // default /proc
+	Grace  time.Duration // default DefaultGrace
+	Kernel Kernel        // nil: entries are never stale, exited processes unknown
 }
 
 // New returns an empty table.
