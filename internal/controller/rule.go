@@ -92,13 +92,13 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 		conditions.MarkFalse(obj, v1alpha1.ReadyCondition, f.Reason, "%s", f.Message)
 		status.ObservedGeneration = obj.GetGeneration()
 		status.Nodes = ""
-		r.event(obj, corev1.EventTypeWarning, f.Reason, f.Message)
+		// Events go last: the conditions are the record, and a recorder
+		// failure must not leave them half set.
+		defer r.event(obj, corev1.EventTypeWarning, f.Reason, f.Message)
 		if f.Permanent {
-			conditions.Delete(obj, v1alpha1.ReconcilingCondition)
 			conditions.MarkStalled(obj, f.Reason, "%s", f.Message)
 			return ctrl.Result{}, nil
 		}
-		conditions.Delete(obj, v1alpha1.StalledCondition)
 		conditions.MarkReconciling(obj, f.Reason, "%s", f.Message)
 		return ctrl.Result{RequeueAfter: retryInterval}, nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/events"
 	"github.com/fluxcd/pkg/runtime/leaderelection"
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -87,6 +88,11 @@ func Scheme() *runtime.Scheme {
 // Run runs the controller until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	log := opts.Log
+	if log.GetSink() == nil {
+		// logr.Discard() has no sink, and some libraries call
+		// GetSink().Enabled(): give them a sink that drops everything.
+		log = funcr.New(func(string, string) {}, funcr.Options{})
+	}
 	ctrl.SetLogger(log)
 	if opts.Namespace == "" {
 		return errors.New("the controller namespace is required")
@@ -174,6 +180,11 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 		if err := mgr.Add(nonLeader(serveTLS(opts.WebhookAddr, mux, tlsCfg, log.WithName("webhook")))); err != nil {
 			return err
+		}
+		if opts.WebhookConfig != "" {
+			if err := (&rwebhook.CABundleReconciler{Certs: certs}).SetupWithManager(mgr); err != nil {
+				return fmt.Errorf("set up caBundle reconciler: %w", err)
+			}
 		}
 	}
 

@@ -103,11 +103,11 @@ func (m *CertManager) Ensure(ctx context.Context) error {
 	m.mu.Lock()
 	m.cert, m.ca = &pair, data[caCertKey]
 	m.mu.Unlock()
-	return m.patchCABundle(ctx, data[caCertKey])
+	return m.PatchCABundle(ctx, data[caCertKey])
 }
 
-// patchCABundle writes the CA into every webhook of the configuration.
-func (m *CertManager) patchCABundle(ctx context.Context, ca []byte) error {
+// PatchCABundle writes the CA into every webhook of the configuration.
+func (m *CertManager) PatchCABundle(ctx context.Context, ca []byte) error {
 	if m.WebhookConfig == "" {
 		return nil
 	}
