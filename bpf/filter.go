@@ -231,6 +231,9 @@ type View struct {
 	// when there is none (listen).
 	LocalPort, PeerPort uint16
 	Peer                netip.Addr
+	// PathIncomplete: the kernel could not walk the whole path (Meta);
+	// then it does not judge binary, base name or path.
+	PathIncomplete bool
 }
 
 // Pass is the Go model of the kernel filter: c/common.h base_mask,
@@ -252,6 +255,9 @@ func (f *Filter) Mask(v View) uint64 {
 	}
 	switch v.Kind {
 	case engine.KindExec:
+		if v.PathIncomplete {
+			return m
+		}
 		bin := v.Binary
 		var binM, nameM uint64
 		if len(bin) < pathMax-1 {
@@ -264,6 +270,9 @@ func (f *Filter) Mask(v View) uint64 {
 		m &= binM | f.binAny
 		m &= nameM | f.baseAny
 	case engine.KindOpen:
+		if v.PathIncomplete {
+			return m
+		}
 		m &= f.lookupPath(v.Path) | f.pathAny
 	case engine.KindConnect, engine.KindAccept, engine.KindListen:
 		m &= f.pports[v.PeerPort] | f.pportAny

@@ -98,8 +98,11 @@ const (
 	strMax  = 128
 	sysSize = sysStrs + 3*strMax
 
-	exeUpper = 1
-	exeMemfd = 2
+	exeUpper      = 1
+	exeMemfd      = 2
+	exeIncomplete = 4
+
+	openIncomplete = 92
 )
 
 // Syscall ids of the privilege records (c/common.h enum sc).
@@ -126,6 +129,10 @@ type Meta struct {
 	EnforceSlot uint32
 	// ParentTID is the thread that forked (fork records).
 	ParentTID uint32
+	// PathIncomplete: the exec binary or opened file was deeper or longer
+	// than the kernel walks, so its path is only the tail and the kernel
+	// passed it without judging the path.
+	PathIncomplete bool
 }
 
 // Decoder turns ring-buffer records into events. Boot is the wall-clock time
@@ -183,6 +190,7 @@ func (d *Decoder) Decode(b []byte, ev *engine.Event) (Meta, error) {
 		fl := le.Uint32(b[execFlags:])
 		p.Exe.Upper = fl&exeUpper != 0
 		p.Exe.Memfd = fl&exeMemfd != 0
+		m.PathIncomplete = fl&exeIncomplete != 0
 		m.EnforceSlot = le.Uint32(b[execEnforce:])
 		bl := int(le.Uint16(b[execBinLen:]))
 		if bl > pathMax-1 {
@@ -217,6 +225,7 @@ func (d *Decoder) Decode(b []byte, ev *engine.Event) (Meta, error) {
 		ev.File.Mode = int64(le.Uint32(b[openMode:]))
 		ev.File.Inode = le.Uint64(b[openIno:])
 		ev.File.Write = le.Uint16(b[openWrite:]) != 0
+		m.PathIncomplete = le.Uint16(b[openIncomplete:]) != 0
 	case kConnect, kAccept, kListen:
 		if err := need(netSize); err != nil {
 			return m, err

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,11 +21,12 @@ import (
 
 // collector reads the ring buffer in the background and keeps every event.
 type collector struct {
-	s   *Sensors
-	mu  sync.Mutex
-	evs []engine.Event
-	bad []error
-	wg  sync.WaitGroup
+	s     *Sensors
+	mu    sync.Mutex
+	evs   []engine.Event
+	metas []Meta
+	bad   []error
+	wg    sync.WaitGroup
 }
 
 // loadForTest loads the sensors or fails: these tests prove kernel
@@ -49,7 +51,8 @@ func loadForTest(t *testing.T, opts Options) (*Sensors, *collector) {
 				continue
 			}
 			var ev engine.Event
-			if _, err := d.Decode(rec.RawSample, &ev); err != nil {
+			m, err := d.Decode(rec.RawSample, &ev)
+			if err != nil {
 				c.mu.Lock()
 				c.bad = append(c.bad, err)
 				c.mu.Unlock()
@@ -57,6 +60,7 @@ func loadForTest(t *testing.T, opts Options) (*Sensors, *collector) {
 			}
 			c.mu.Lock()
 			c.evs = append(c.evs, ev)
+			c.metas = append(c.metas, m)
 			c.mu.Unlock()
 		}
 	}()
@@ -277,6 +281,38 @@ func TestPrivilegeSignalsAreReported(t *testing.T) {
 		ev = c.wait(t, "unshare", func(e *engine.Event) bool { return e.Kind == engine.KindUnshare && e.Process.PID == pid })
 		if ev.Syscall.Name != "unshare" || ev.Syscall.Flags&0x04000000 == 0 {
 			t.Errorf("unshare: %+v; want CLONE_NEWUTS", ev.Syscall)
+		}
+	}
+}
+
+// TestDeepPathIsPassedNotJudgedByItsTail: a file deeper than the kernel
+// walks reaches user space even though its tail does not have the rule's
+// prefix, flagged incomplete.
+func TestDeepPathIsPassedNotJudgedByItsTail(t *testing.T) {
+	s, c := loadForTest(t, Options{})
+	dir := realPath(t, t.TempDir())
+	deep := dir
+	for range 70 {
+		deep = filepath.Join(deep, "d")
+	}
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(deep, "f")
+	os.WriteFile(file, nil, 0o644)
+	if err := s.SetFilter(NewFilter([]RuleConstraints{{Name: "under-dir", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindOpen}, PathPrefixes: []string{dir + "/"}}}})); err != nil {
+		t.Fatal(err)
+	}
+	cmd := run(t, "/bin/cat", file)
+	pid := int64(cmd.Process.Pid)
+	ev := c.wait(t, "open of the deep file", func(e *engine.Event) bool {
+		return e.Kind == engine.KindOpen && e.Process.PID == pid && strings.HasSuffix(e.File.Path, "/d/d/f")
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, e := range c.evs {
+		if e.Process.PID == pid && e.File.Path == ev.File.Path && !c.metas[i].PathIncomplete {
+			t.Errorf("deep path %q not flagged incomplete", e.File.Path)
 		}
 	}
 }

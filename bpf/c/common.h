@@ -50,6 +50,7 @@ struct hdr {
 
 #define EXE_UPPER 1
 #define EXE_MEMFD 2
+#define EXE_INCOMPLETE 4 // the binary's path is only its tail
 
 struct exec_rec {
 	struct hdr h;
@@ -385,6 +386,7 @@ struct walk_ctx {
 	struct dentry *root_d;
 	struct vfsmount *root_mnt;
 	u32 off;
+	u32 done; // the walk reached a root: the path is complete
 };
 
 // struct mount is private to fs/ and its CO-RE relocations do not resolve
@@ -418,12 +420,16 @@ static long walk_step(u32 i, void *c)
 	struct walk_ctx *w = c;
 	struct dentry *d = RDONLY(struct dentry, w->d);
 	struct vfsmount *vm = (void *)w->mnt + MNT_OFF;
-	if ((void *)d == (void *)w->root_d && vm == w->root_mnt)
+	if ((void *)d == (void *)w->root_d && vm == w->root_mnt) {
+		w->done = 1;
 		return 1;
+	}
 	if ((void *)d == (void *)w->mnt_root) {
 		struct mount *parent = mnt_parent(w->mnt);
-		if (parent == w->mnt)
-			return 1; // the root of the mount tree
+		if (parent == w->mnt) {
+			w->done = 1; // the root of the mount tree
+			return 1;
+		}
 		w->d = mnt_mountpoint(w->mnt);
 		w->mnt = parent;
 		w->mnt_root = 0;
@@ -434,12 +440,14 @@ static long walk_step(u32 i, void *c)
 	// address, not a typed pointer: the verifier then converges on it.
 	struct dentry *up = 0;
 	bpf_probe_read_kernel(&up, sizeof(up), &d->d_parent);
-	if ((void *)up == (void *)d)
+	if ((void *)up == (void *)d) {
+		w->done = 1;
 		return 1;
+	}
 	u32 len = d->d_name.len & 0xff;
 	const unsigned char *name = d->d_name.name;
 	if (len + 1 > w->off)
-		return 1; // too deep: keep what we have
+		return 1; // too long: incomplete
 	u32 zero = 0;
 	struct walk_buf *wb = bpf_map_lookup_elem(&walkbuf, &zero);
 	if (!wb)
@@ -454,8 +462,10 @@ static long walk_step(u32 i, void *c)
 
 // resolve writes the path of p, seen from task t, into out (PATH_MAX_B
 // bytes, NUL-terminated) and returns its length. A longer path keeps its
-// first PATH_MAX_B-1 bytes, so prefixes of it are still prefixes.
-static __always_inline u32 resolve(struct task_struct *t, const struct path *p, char *out)
+// first PATH_MAX_B-1 bytes, so prefixes of it are still prefixes. A path
+// deeper than WALK_DEPTH or longer than WALK_END is only its tail: then
+// *complete is false and the filter must not judge it by its prefix.
+static __always_inline u32 resolve(struct task_struct *t, const struct path *p, char *out, bool *complete)
 {
 	u32 zero = 0;
 	struct walk_buf *wb = bpf_map_lookup_elem(&walkbuf, &zero);
@@ -471,6 +481,7 @@ static __always_inline u32 resolve(struct task_struct *t, const struct path *p, 
 	};
 	wb->b[WALK_END] = 0;
 	bpf_loop(WALK_DEPTH, walk_step, &w, 0);
+	*complete = w.done;
 	u32 off = w.off & (WALK_END - 1);
 	if (w.off == WALK_END) {
 		out[0] = '/';

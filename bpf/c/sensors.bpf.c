@@ -41,11 +41,11 @@ static __always_inline void exec_keys(struct keys *k, const char *bin, u32 blen,
 
 // exec_mask is the exec part of the filter: rules whose binary and base-name
 // sets admit the executable.
-static __always_inline u64 exec_mask(struct filter_cfg *cfg, u32 gen, u32 mntns, struct keys *k, bool bin_ok, bool name_ok)
+static __always_inline u64 exec_mask(struct filter_cfg *cfg, u32 gen, u32 mntns, struct keys *k, bool bin_ok, bool name_ok, bool complete)
 {
 	u64 m = base_mask(cfg, K_EXEC, mntns);
-	if (!m)
-		return 0;
+	if (!m || !complete)
+		return m; // a partial path cannot be judged by binary or name
 	m &= (bin_ok ? lookup_bin(gen, &k->bin) : 0) | cfg->bin_any;
 	m &= (name_ok ? lookup_name(gen, &k->name) : 0) | cfg->base_any;
 	return m;
@@ -82,7 +82,8 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
 	struct file *f = bprm->file;
 	struct inode *inode = f->f_inode;
 	u64 ino = inode->i_ino;
-	long blen = resolve(t, &f->f_path, r->data);
+	bool complete = false;
+	long blen = resolve(t, &f->f_path, r->data, &complete);
 	bool bin_ok, name_ok;
 	exec_keys(k, r->data, blen, &bin_ok, &name_ok);
 	// Remember the image for the process table, whatever the filter says.
@@ -95,9 +96,9 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
 	// In-kernel kill: exact binary or base name of a rule enforced here.
 	r->enforce_rule = 0;
 	u32 *rule = 0;
-	if (bin_ok)
+	if (bin_ok && complete)
 		rule = bpf_map_lookup_elem(&kill_bins, &k->bin);
-	if (!rule && name_ok)
+	if (!rule && name_ok && complete)
 		rule = bpf_map_lookup_elem(&kill_names, &k->name);
 	if (rule) {
 		bpf_send_signal(SIGKILL_N);
@@ -106,14 +107,14 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
 	}
 
 	if (!r->enforce_rule && !always(cfg, K_EXEC) &&
-	    (is_self(cfg) || !exec_mask(cfg, gen, task_mntns(t), k, bin_ok, name_ok))) {
+	    (is_self(cfg) || !exec_mask(cfg, gen, task_mntns(t), k, bin_ok, name_ok, complete))) {
 		count(K_EXEC, O_DROPPED);
 		return 0;
 	}
 
 	fill_hdr(&r->h, K_EXEC, t);
 	r->ino = ino;
-	r->exe_flags = 0;
+	r->exe_flags = complete ? 0 : EXE_INCOMPLETE;
 	if (inode->i_sb->s_magic == OVERLAYFS_MAGIC) {
 		struct ovl_inode *oi = (void *)inode - bpf_core_field_offset(struct ovl_inode, vfs_inode);
 		if (BPF_CORE_READ(oi, __upperdentry))
@@ -239,8 +240,9 @@ static __always_inline int open_emit(long fd)
 	struct file *file = fd_file(t, fd);
 	if (!file)
 		return 0;
-	u32 len = resolve(t, &file->f_path, k->dpath);
-	if (!always(cfg, K_OPEN)) {
+	bool complete = false;
+	u32 len = resolve(t, &file->f_path, k->dpath, &complete);
+	if (!always(cfg, K_OPEN) && complete) {
 		m &= lookup_path(gen, &k->path, k->dpath, len) | cfg->path_any;
 		if (!m) {
 			count(K_OPEN, O_DROPPED);
@@ -256,6 +258,7 @@ static __always_inline int open_emit(long fd)
 	r->mode = file->f_inode->i_mode;
 	r->ino = file->f_inode->i_ino;
 	r->pad[0] = file->f_mode & FMODE_WRITE_B;
+	r->pad[1] = !complete;
 	r->path_len = len;
 	bpf_probe_read_kernel(r->path, PATH_MAX_B, k->dpath);
 	u32 size = offsetof(struct open_rec, path) + (len & PATH_MASK) + 1;
