@@ -44,7 +44,7 @@ type EventRecorder interface {
 // Rollout reports how many agents run a given generation of a rule.
 // total is 0 when no agent reports at all.
 type Rollout interface {
-	Nodes(uid types.UID, generation int64) (loaded, total int)
+	Nodes(ctx context.Context, uid types.UID, generation int64) (loaded, total int, err error)
 }
 
 // ruleReconciler is what the DetectionRule and ClusterDetectionRule
@@ -113,7 +113,10 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 
 	result := ctrl.Result{}
 	if r.Rollout != nil && needsAgents(rule) {
-		loaded, total := r.Rollout.Nodes(obj.GetUID(), obj.GetGeneration())
+		loaded, total, err := r.Rollout.Nodes(ctx, obj.GetUID(), obj.GetGeneration())
+		if err != nil {
+			return ctrl.Result{}, err
+		}
 		status.Nodes = fmt.Sprintf("%d/%d", loaded, total)
 		if loaded < total {
 			// Valid but not yet everywhere: in progress for kstatus, so

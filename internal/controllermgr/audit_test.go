@@ -53,7 +53,9 @@ func installShippedSSARRule(t *testing.T, ctx context.Context) {
 	})
 }
 
-func isAlreadyExists(err error) bool { return err != nil && bytes.Contains([]byte(err.Error()), []byte("already exists")) }
+func isAlreadyExists(err error) bool {
+	return err != nil && bytes.Contains([]byte(err.Error()), []byte("already exists"))
+}
 
 // askCanI sends n SelfSubjectAccessReviews as a ServiceAccount, as
 // `kubectl auth can-i` would from a compromised pod.

@@ -15,11 +15,13 @@ import (
 	"github.com/fluxcd/pkg/runtime/leaderelection"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -31,6 +33,7 @@ import (
 	"github.com/riposte-dev/riposte/internal/controller"
 	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/objects"
+	"github.com/riposte-dev/riposte/internal/rollout"
 	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
 )
 
@@ -107,6 +110,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		LeaderElectionNamespace:       opts.Namespace,
 		LeaderElectionReleaseOnCancel: le.ReleaseOnCancel,
 		Logger:                        log,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the agents' Leases, not every node heartbeat in the cluster.
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+		}},
 	}
 	if le.Enable {
 		mgrOpts.LeaseDuration, mgrOpts.RenewDeadline, mgrOpts.RetryPeriod = &le.LeaseDuration, &le.RenewDeadline, &le.RetryPeriod
@@ -127,9 +134,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 
 	registry := controller.NewRegistry()
+	nodes := &rollout.Tracker{Reader: mgr.GetClient(), Namespace: opts.Namespace}
 	reconcilers := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&controller.DetectionRuleReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder},
-		&controller.ClusterDetectionRuleReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder},
+		&controller.DetectionRuleReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder, Rollout: nodes},
+		&controller.ClusterDetectionRuleReconciler{Client: mgr.GetClient(), Registry: registry, Recorder: recorder, Rollout: nodes},
 		&controller.ResponsePlaybookReconciler{Client: mgr.GetClient(), Recorder: recorder},
 		&controller.ClusterResponsePlaybookReconciler{Client: mgr.GetClient(), Recorder: recorder},
 	}
