@@ -126,6 +126,15 @@ func (r *Runner) revert(ctx context.Context, inc *v1alpha1.Incident) (Outcome, e
 		}
 		rev, ok := r.Actions[st.Action].(Reverter)
 		if !ok {
+			if st.Phase == v1alpha1.StepRunning {
+				// A step still waiting (for the node agent) must not complete
+				// after the revert: the agent acts only on Running steps.
+				now := metav1.NewTime(r.now())
+				st.Phase, st.Message, st.FinishedAt = v1alpha1.StepSkipped, "not finished: incident reverted", &now
+				if err := r.persist(ctx, inc); err != nil {
+					return Outcome{}, err
+				}
+			}
 			continue
 		}
 		req := &Request{Incident: inc, Playbook: st.Playbook, Spec: specs[st.Playbook], StepName: st.Name, Undo: st.Undo}

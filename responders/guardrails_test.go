@@ -288,3 +288,20 @@ func TestDelegatedStepFailsWhenNoAgentAnswers(t *testing.T) {
 	got, _ = run(t, r, inc)
 	wantPhase(t, got, "kill", v1alpha1.StepFailed, `no report from the riposte agent on node "riposte-test-node" within 300ms`)
 }
+
+func TestRevertStopsAStepStillWaitingForTheAgent(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	subject := subjectOf(p)
+	subject.PID, subject.ContainerID = 4242, "containerd://abc"
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "process"}})))
+	r := runner(responders.Defaults(responders.Deps{Client: kc}))
+	got, _ := run(t, r, inc)
+	wantPhase(t, got, "kill", v1alpha1.StepRunning, "waiting for the riposte agent")
+	annotate(t, inc, v1alpha1.RevertAnnotation)
+	got, _ = run(t, r, inc)
+	wantPhase(t, got, "kill", v1alpha1.StepSkipped, "not finished: incident reverted")
+	if got.Status.Phase != responders.PhaseReverted {
+		t.Fatalf("phase %q", got.Status.Phase)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -111,16 +112,24 @@ func (a *Scale) setReplicas(ctx context.Context, req *Request, n int32) (client.
 	if err != nil {
 		return nil, err
 	}
-	var sc autoscalingv1.Scale
-	if err := a.Client.SubResource("scale").Get(ctx, w, &sc); err != nil {
-		return nil, fmt.Errorf("get scale of %s %s/%s: %w", kindOf(w), w.GetNamespace(), w.GetName(), err)
-	}
-	if sc.Spec.Replicas == n {
-		return w, nil
-	}
-	sc.Spec.Replicas = n
-	if err := a.Client.SubResource("scale").Update(ctx, w, client.WithSubResourceBody(&sc)); err != nil {
-		return nil, fmt.Errorf("scale %s %s/%s to %d: %w", kindOf(w), w.GetNamespace(), w.GetName(), n, err)
+	// The scale carries the workload's resourceVersion, which its controller
+	// bumps with every status update: re-read and retry on conflict.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var sc autoscalingv1.Scale
+		if err := a.Client.SubResource("scale").Get(ctx, w, &sc); err != nil {
+			return fmt.Errorf("get scale of %s %s/%s: %w", kindOf(w), w.GetNamespace(), w.GetName(), err)
+		}
+		if sc.Spec.Replicas == n {
+			return nil
+		}
+		sc.Spec.Replicas = n
+		if err := a.Client.SubResource("scale").Update(ctx, w, client.WithSubResourceBody(&sc)); err != nil {
+			return fmt.Errorf("scale %s %s/%s to %d: %w", kindOf(w), w.GetNamespace(), w.GetName(), n, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return w, nil
 }
