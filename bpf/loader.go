@@ -175,7 +175,7 @@ func attach(section string, prog *ebpf.Program) (link.Link, error) {
 func progByName(p *sensorsPrograms, name string) *ebpf.Program {
 	return map[string]*ebpf.Program{
 		"on_exec": p.OnExec, "on_fork": p.OnFork, "on_exit": p.OnExit,
-		"on_sys_enter": p.OnSysEnter, "on_sys_exit": p.OnSysExit,
+		"on_sys_exit": p.OnSysExit,
 	}[name]
 }
 

@@ -92,6 +92,7 @@ const (
 	netSize   = 112
 
 	sysSC   = 72
+	sysRet  = 76
 	sysArgs = 80
 	sysLens = 112
 	sysStrs = 120
@@ -265,6 +266,7 @@ func (d *Decoder) Decode(b []byte, ev *engine.Event) (Meta, error) {
 		}
 		s := &ev.Syscall
 		s.Name = syscallNames[sc]
+		s.Ret = int64(int32(le.Uint32(b[sysRet:])))
 		a := func(i int) uint64 { return le.Uint64(b[sysArgs+8*i:]) }
 		id := func(v uint64) int64 { return int64(int32(uint32(v))) } // uid_t -1 stays -1
 		s.UID, s.GID = -1, -1

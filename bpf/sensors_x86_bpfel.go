@@ -150,7 +150,6 @@ const (
 	sensorsProgOnExec      = "on_exec"
 	sensorsProgOnExit      = "on_exit"
 	sensorsProgOnFork      = "on_fork"
-	sensorsProgOnSysEnter  = "on_sys_enter"
 	sensorsProgOnSysExit   = "on_sys_exit"
 )
 
@@ -196,11 +195,10 @@ type sensorsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorsProgramSpecs struct {
-	OnExec     *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit     *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork     *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnSysEnter *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
-	OnSysExit  *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
+	OnExec    *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit    *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork    *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnSysExit *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
 }
 
 // sensorsMapSpecs contains maps before they are loaded into the kernel.
@@ -303,11 +301,10 @@ type sensorsVariables struct {
 //
 // It can be passed to loadSensorsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorsPrograms struct {
-	OnExec     *ebpf.Program `ebpf:"on_exec"`
-	OnExit     *ebpf.Program `ebpf:"on_exit"`
-	OnFork     *ebpf.Program `ebpf:"on_fork"`
-	OnSysEnter *ebpf.Program `ebpf:"on_sys_enter"`
-	OnSysExit  *ebpf.Program `ebpf:"on_sys_exit"`
+	OnExec    *ebpf.Program `ebpf:"on_exec"`
+	OnExit    *ebpf.Program `ebpf:"on_exit"`
+	OnFork    *ebpf.Program `ebpf:"on_fork"`
+	OnSysExit *ebpf.Program `ebpf:"on_sys_exit"`
 }
 
 func (p *sensorsPrograms) Close() error {
@@ -315,7 +312,6 @@ func (p *sensorsPrograms) Close() error {
 		p.OnExec,
 		p.OnExit,
 		p.OnFork,
-		p.OnSysEnter,
 		p.OnSysExit,
 	)
 }

@@ -97,7 +97,7 @@ enum sc {
 struct sys_rec {
 	struct hdr h;
 	u32 sc;
-	u32 pad;
+	s32 ret;
 	u64 a[4];
 	u16 len[3];   // mount source, target, fstype
 	u16 pad2;
@@ -272,9 +272,10 @@ static __always_inline void count(u32 kind, u32 outcome)
 		*c += 1; // per-CPU: no atomics needed
 }
 
+// t is a BTF pointer: direct loads (a fault reads 0, e.g. no nsproxy at exit).
 static __always_inline u32 task_mntns(struct task_struct *t)
 {
-	return BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	return t->nsproxy->mnt_ns->ns.inum;
 }
 
 static __always_inline u32 task_pidns(struct task_struct *t)
@@ -472,11 +473,11 @@ static __always_inline u32 resolve(struct task_struct *t, const struct path *p, 
 	if (!wb)
 		return 0;
 	struct walk_ctx w = {
-		.d = BPF_CORE_READ(p, dentry),
-		.mnt = real_mount(BPF_CORE_READ(p, mnt)),
-		.mnt_root = BPF_CORE_READ(p, mnt, mnt_root),
-		.root_d = BPF_CORE_READ(t, fs, root.dentry),
-		.root_mnt = BPF_CORE_READ(t, fs, root.mnt),
+		.d = p->dentry,
+		.mnt = real_mount(p->mnt),
+		.mnt_root = p->mnt->mnt_root,
+		.root_d = t->fs->root.dentry,
+		.root_mnt = t->fs->root.mnt,
 		.off = WALK_END,
 	};
 	wb->b[WALK_END] = 0;
