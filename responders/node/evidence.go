@@ -40,7 +40,8 @@ type Process struct {
 // every container of the pod when containerID is empty) with command lines,
 // open files and sockets, the socket tables of the pod's network namespace,
 // a copy of each distinct executable read through /proc/<pid>/exe (so a binary
-// deleted after start is still captured), and the flight recorder.
+// deleted after start is still captured), the files changed since the
+// container started (its overlay upper directory), and the flight recorder.
 func (l *Local) Evidence(ctx context.Context, podUID, containerID string, includeSecrets bool) ([]evidence.File, error) {
 	var dir string
 	var err error
@@ -74,6 +75,24 @@ func (l *Local) Evidence(ctx context.Context, podUID, containerID string, includ
 				files = append(files, evidence.File{Name: fmt.Sprintf("exe/%d-%s", pid, filepath.Base(strings.TrimSuffix(p.Exe, " (deleted)"))), Data: b})
 			}
 		}
+	}
+	// Files changed since start, once per container root (its overlay upper dir).
+	budget := int64(MaxChangedTotal)
+	var changed []Changed
+	seenUpper := map[string]bool{}
+	for _, p := range procs {
+		upper := l.upperDir(p.PID)
+		if upper == "" || seenUpper[upper] {
+			continue
+		}
+		seenUpper[upper] = true
+		list, copied := changedFiles(upper, p.PID, &budget)
+		changed = append(changed, list...)
+		files = append(files, copied...)
+	}
+	if len(seenUpper) > 0 {
+		cj, _ := json.MarshalIndent(changed, "", "  ")
+		files = append(files, evidence.File{Name: "node/changed-files.json", Data: cj})
 	}
 	js, _ := json.MarshalIndent(procs, "", "  ")
 	files = append(files, evidence.File{Name: "node/processes.json", Data: js}, evidence.File{Name: "node/pstree.txt", Data: tree(procs)})
