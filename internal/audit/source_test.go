@@ -287,3 +287,56 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+// BenchmarkEndpointOverload drives a deliberately small queue with 16
+// concurrent clients that do not back off: the endpoint must answer 429
+// rather than drop, and every event it accepted must be matched.
+func BenchmarkEndpointOverload(b *testing.B) {
+	const perBatch = 100
+	sink := &countSink{}
+	src := New(staticRules{ssarRule(b)}, sink, logr.Discard(), Options{Tokens: []string{testToken}, QueueBatches: 2, Workers: 1})
+	srv := httptest.NewTLSServer(src)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = src.Run(ctx); close(done) }()
+	body := listOf(perBatch, 10)
+	client := srv.Client()
+	var ok, rejected atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				switch code := post(b, client, srv.URL, testToken, body); code {
+				case http.StatusOK:
+					ok.Add(1)
+				case http.StatusTooManyRequests:
+					rejected.Add(1)
+				default:
+					b.Errorf("status %d", code)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	accepted := value(src.m.events.WithLabelValues(resultAccepted))
+	for value(src.m.events.WithLabelValues(resultProcessed)) < accepted {
+		time.Sleep(100 * time.Microsecond)
+	}
+	b.StopTimer()
+	cancel()
+	<-done
+	if want := float64(ok.Load() * perBatch); accepted != want {
+		b.Errorf("accepted events %v, want %v (200 responses x %d)", accepted, want, perBatch)
+	}
+	if got, want := sink.n.Load(), ok.Load()*perBatch/10; got != want {
+		b.Errorf("matches %d, want %d: an accepted event was lost", got, want)
+	}
+	b.ReportMetric(float64(rejected.Load())/float64(b.N)*100, "%429")
+	b.ReportMetric(accepted/b.Elapsed().Seconds(), "events/s")
+}
