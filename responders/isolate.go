@@ -201,9 +201,12 @@ func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
 	undo := map[string]string{"networkPolicy": want.Name, "podUID": string(p.UID), "allow": FormatPeers(peers)}
 	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s; ", want.Namespace, want.Name, describePeers(peers))
 	if a.Node == nil {
+		if p.Spec.NodeName == "" {
+			return Result{Message: msg + "kernel: the pod is not on a node yet, nothing runs to isolate", Undo: undo}, nil
+		}
 		// The agent on the pod's node (node.Enforcer) attaches the kernel layer
 		// while this step is Succeeded and detaches it once Reverted.
-		undo["kernel"] = "delegated"
+		undo["kernel"], undo["nodeName"] = "delegated", p.Spec.NodeName
 		return Result{Message: msg + fmt.Sprintf("kernel: delegated to the riposte agent on node %q", p.Spec.NodeName), Undo: undo}, nil
 	}
 	desc, err := a.Node.IsolatePod(ctx, string(p.UID), peers)

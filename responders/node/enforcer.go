@@ -138,13 +138,10 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 	var errs []error
 	for i := range list.Items {
 		inc := &list.Items[i]
-		if inc.Spec.Subject.Node != e.NodeName {
-			continue
-		}
 		done := responders.NodeResults(inc)
 		for _, st := range inc.Status.Steps {
 			key := responders.StepKey(st.Playbook, st.Name)
-			if _, ok := done[key]; ok || st.Phase != v1alpha1.StepRunning || st.Undo[responders.UndoNode] != "delegated" {
+			if _, ok := done[key]; ok || inc.Spec.Subject.Node != e.NodeName || st.Phase != v1alpha1.StepRunning || st.Undo[responders.UndoNode] != "delegated" {
 				continue
 			}
 			r := e.delegated(ctx, inc, st)
@@ -156,7 +153,13 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 		}
 		for _, st := range inc.Status.Steps {
 			uid := st.Undo["podUID"]
-			if st.Action != v1alpha1.ActionIsolate || uid == "" || st.Undo["kernel"] == "" {
+			// The pod's node as isolate saw it; the subject may name none (an
+			// audit-log incident) or, for older records, be the only source.
+			on := st.Undo["nodeName"]
+			if on == "" {
+				on = inc.Spec.Subject.Node
+			}
+			if st.Action != v1alpha1.ActionIsolate || uid == "" || st.Undo["kernel"] == "" || on != e.NodeName {
 				continue
 			}
 			switch st.Phase {
