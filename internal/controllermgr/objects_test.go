@@ -1,0 +1,73 @@
+package controllermgr_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/fluxcd/pkg/runtime/conditions"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/riposte-dev/riposte/api/v1alpha1"
+)
+
+// A Pod created by hand (no ownerReferences) is seen by the object source
+// and the shipped rule makes an Incident naming it; a ReplicaSet's Pod is not.
+func TestOwnerlessPodBecomesIncident(t *testing.T) {
+	ctx := context.Background()
+	rule := shippedRule(t, "../../rules/object/pods.yaml", "ownerless-pod-created")
+	if err := k8s.Create(ctx, rule); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "shipped object rule Ready", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(rule), rule); err != nil {
+			return err
+		}
+		if !conditions.IsReady(rule) {
+			return fmt.Errorf("conditions %+v", rule.Status.Conditions)
+		}
+		return nil
+	})
+	ns := "e2e-objects"
+	if err := shared.EnsureServiceAccount(ctx, ns, "default"); err != nil {
+		t.Fatal(err)
+	}
+	pod := func(name string, owners []metav1.OwnerReference) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, OwnerReferences: owners},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+		}
+	}
+	owned := pod("web-1", []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web", UID: "6f1d3c8e-0000-4000-8000-000000000001"}})
+	bare := pod("debug", nil)
+	for _, p := range []*corev1.Pod{owned, bare} {
+		if err := k8s.Create(ctx, p); err != nil {
+			t.Fatalf("create pod %s: %v", p.Name, err)
+		}
+	}
+	var list v1alpha1.IncidentList
+	eventually(t, 30*time.Second, "Incident for the bare pod", func() error {
+		if err := k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		if len(list.Items) == 0 {
+			return fmt.Errorf("no incident in %s", ns)
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // let a wrong incident for web-1 show up, if any
+	if err := k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Fatalf("%d incidents in %s, want 1 (the bare pod only)", len(list.Items), ns)
+	}
+	inc := list.Items[0]
+	if inc.Spec.Rule != "ownerless-pod-created" || inc.Spec.Subject.Pod != "debug" || inc.Spec.Subject.Namespace != ns || inc.Spec.Subject.PodUID != string(bare.UID) {
+		t.Errorf("incident %s: rule %q subject %+v", inc.Name, inc.Spec.Rule, inc.Spec.Subject)
+	}
+	t.Logf("incident %s/%s: %s", inc.Namespace, inc.Name, inc.Spec.Output)
+}
