@@ -89,7 +89,10 @@ SHA-256 manifest). Other steps need the cluster controller and are reported.`)
 				rs.enqueue(*ev, m.Rule)
 			}
 		},
-		OnEnforce: out.enforce,
+		OnEnforce: func(ev *engine.Event) {
+			rs.enforced.Store(ev.Process.PID, true)
+			out.enforce(ev)
+		},
 	})
 	if err != nil {
 		if errors.Is(err, bpf.ErrMissing) {
@@ -210,6 +213,7 @@ type responder struct {
 	queue    chan job
 	wg       sync.WaitGroup
 	done     map[string]bool // rule|pid already handled
+	enforced sync.Map        // pid -> killed in the kernel at exec
 }
 
 type job struct {
@@ -279,6 +283,10 @@ func (r *responder) handle(j job) {
 				r.out.note("%s/capture: %d files in %s (manifest sha256 %s)", name, len(m.Files), dir, m.SHA256)
 			case st.Action == v1alpha1.ActionKill:
 				pid := int(j.ev.Process.PID)
+				if _, done := r.enforced.Load(j.ev.Process.PID); done && st.InKernel {
+					r.out.note("%s/kill: done in the kernel at exec", name)
+					continue
+				}
 				if pid <= 1 || pid == os.Getpid() {
 					r.out.note("%s/kill: refused for pid %d", name, pid)
 					continue
