@@ -21,6 +21,7 @@ type workload struct {
 	iters int
 	run   func(b *testing.B, n int)
 	kinds []engine.Kind
+	rules []*engine.Rule
 }
 
 func execLoop(b *testing.B, n int) {
@@ -57,9 +58,17 @@ func BenchmarkAgentOverhead(b *testing.B) {
 		b.Fatal(errs)
 	}
 	rules := set.Compiled()
+	var noFile []*engine.Rule // no rule sees opens: the dispatch cost alone
+	for _, r := range rules {
+		if r.Source() != engine.SourceFile {
+			noFile = append(noFile, r)
+		}
+	}
+	open := openLoop(b.TempDir())
 	loads := []workload{
-		{name: "exec", iters: 100, run: execLoop, kinds: []engine.Kind{engine.KindExec, engine.KindFork, engine.KindExit, engine.KindOpen}},
-		{name: "open", iters: 20000, run: openLoop(b.TempDir()), kinds: []engine.Kind{engine.KindOpen}},
+		{name: "exec", iters: 100, run: execLoop, kinds: []engine.Kind{engine.KindExec, engine.KindFork, engine.KindExit, engine.KindOpen}, rules: rules},
+		{name: "open", iters: 20000, run: open, kinds: []engine.Kind{engine.KindOpen}, rules: rules},
+		{name: "open-no-file-rules", iters: 20000, run: open, kinds: []engine.Kind{engine.KindOpen}, rules: noFile},
 	}
 	for _, w := range loads {
 		b.Run(w.name, func(b *testing.B) {
@@ -90,7 +99,7 @@ func BenchmarkAgentOverhead(b *testing.B) {
 					if err != nil {
 						b.Fatalf("the agent must start (root, BTF): %v", err)
 					}
-					if _, err := a.SetRules(rules, nil); err != nil {
+					if _, err := a.SetRules(w.rules, nil); err != nil {
 						b.Fatal(err)
 					}
 					ctx, cancel := context.WithCancel(context.Background())
