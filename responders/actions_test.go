@@ -54,8 +54,8 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 		np.Spec.Egress[1].To[0].IPBlock.CIDR != "10.0.0.5/32" || np.Spec.Egress[1].Ports[0].Port.IntValue() != 443 {
 		t.Fatalf("egress %+v: want DNS (udp+tcp 53) and 10.0.0.5/32:443 only", np.Spec.Egress)
 	}
-	if got := getPod(t, ns, p.Name).Labels[responders.IsolateLabel]; got != string(p.UID) {
-		t.Fatalf("pod label %s=%q", responders.IsolateLabel, got)
+	if got := getPod(t, ns, p.Name); got.Labels[responders.IsolateLabel] != string(p.UID) || got.Annotations[responders.AllowAnnotation] != "any:53,10.0.0.5/32:443" {
+		t.Fatalf("pod label %s=%q annotation %s=%q", responders.IsolateLabel, got.Labels[responders.IsolateLabel], responders.AllowAnnotation, got.Annotations[responders.AllowAnnotation])
 	}
 	// Running again changes nothing: the step is already Succeeded.
 	again, _ := run(t, r, inc)
@@ -72,8 +72,8 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	if err := kc.Get(ctxT(t), client.ObjectKeyFromObject(&np), &np); !apierrors.IsNotFound(err) {
 		t.Fatalf("NetworkPolicy after revert: %v", err)
 	}
-	if _, ok := getPod(t, ns, p.Name).Labels[responders.IsolateLabel]; ok {
-		t.Fatalf("isolate label still on the pod after revert")
+	if got := getPod(t, ns, p.Name); got.Labels[responders.IsolateLabel] != "" || got.Annotations[responders.AllowAnnotation] != "" {
+		t.Fatalf("isolate label or allow annotation still on the pod after revert: %v %v", got.Labels, got.Annotations)
 	}
 }
 

@@ -21,6 +21,10 @@ import (
 // policy never selects another.
 const IsolateLabel = "riposte.dev/isolate"
 
+// AllowAnnotation lists, on an isolated pod, the peers it may still reach
+// (FormatPeers form), for the node agent's kernel layer.
+const AllowAnnotation = "riposte.dev/isolate-allow"
+
 // Isolate cuts a pod off the network in two layers: a deny-all NetworkPolicy
 // selected by IsolateLabel, and (through Node, on the pod's node) cgroup_skb
 // programs on the pod's cgroup, because many CNIs silently ignore NetworkPolicy.
@@ -195,14 +199,20 @@ func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
 			return Result{}, fmt.Errorf("update NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
 		}
 	}
-	if err := mergePatch(ctx, a.Client, p, metaPatch("labels", map[string]any{IsolateLabel: string(p.UID)})); err != nil {
+	// The allow list goes on the pod too: the node agent isolates in the kernel
+	// exactly the pods the NetworkPolicy selects, with the same exceptions.
+	patch := map[string]any{"metadata": map[string]any{
+		"labels":      map[string]any{IsolateLabel: string(p.UID)},
+		"annotations": map[string]any{AllowAnnotation: FormatPeers(peers)},
+	}}
+	if err := mergePatch(ctx, a.Client, p, patch); err != nil {
 		return Result{}, fmt.Errorf("label pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	undo := map[string]string{"networkPolicy": want.Name, "podUID": string(p.UID), "allow": FormatPeers(peers)}
 	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s; ", want.Namespace, want.Name, describePeers(peers))
 	if a.Node == nil {
 		if p.Spec.NodeName == "" {
-			return Result{Message: msg + "kernel: the pod is not on a node yet, nothing runs to isolate", Undo: undo}, nil
+			return Result{Message: msg + "kernel: the pod is not on a node yet; the agent of the node it lands on isolates it (it follows the label)", Undo: undo}, nil
 		}
 		// The agent on the pod's node (node.Enforcer) attaches the kernel layer
 		// while this step is Succeeded and detaches it once Reverted.
@@ -229,7 +239,11 @@ func (a *Isolate) Revert(ctx context.Context, req *Request) (string, error) {
 		return "", fmt.Errorf("delete NetworkPolicy %s/%s: %w", s.Namespace, name, err)
 	}
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Pod}}
-	if err := ignoreNotFound(mergePatch(ctx, a.Client, p, metaPatch("labels", map[string]any{IsolateLabel: nil}))); err != nil {
+	unpatch := map[string]any{"metadata": map[string]any{
+		"labels":      map[string]any{IsolateLabel: nil},
+		"annotations": map[string]any{AllowAnnotation: nil},
+	}}
+	if err := ignoreNotFound(mergePatch(ctx, a.Client, p, unpatch)); err != nil {
 		return "", fmt.Errorf("unlabel pod %s/%s: %w", s.Namespace, s.Pod, err)
 	}
 	msg := fmt.Sprintf("deleted NetworkPolicy %s/%s and label %s", s.Namespace, name, IsolateLabel)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -24,10 +25,13 @@ import (
 const KernelAnnotation = "riposte.dev/kernel-isolation"
 
 // Enforcer runs in the agent: it makes the kernel isolations on its node match
-// the Incidents. A pod on this node is isolated while some Incident has an
-// isolate step Running or Succeeded for it, and released once none has
-// (Reverted, or the Incident deleted). Being level-triggered it is restart-safe
-// without state of its own, and the controller never has to reach the node.
+// the API. A pod on this node is isolated in the kernel while it carries the
+// label riposte.dev/isolate=<its uid> that the isolate step's NetworkPolicy
+// selects, with the exceptions of its riposte.dev/isolate-allow annotation,
+// and released once the label is gone (revert). Attach and release are
+// reported on the Incident whose isolate step put the label there. Being
+// level-triggered it is restart-safe without state of its own, and the
+// controller never has to reach the node.
 //
 // It also does the node part of steps the controller delegated (a step
 // Running with undo node=delegated): process and container kills, and the
@@ -134,6 +138,7 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 		return res, fmt.Errorf("list incidents: %w", err)
 	}
 	want := map[string]wanted{}
+	isolating := map[string]*v1alpha1.Incident{}
 	reverted := map[string]*v1alpha1.Incident{}
 	var errs []error
 	for i := range list.Items {
@@ -153,27 +158,35 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 		}
 		for _, st := range inc.Status.Steps {
 			uid := st.Undo["podUID"]
-			// The pod's node as isolate saw it; the subject may name none (an
-			// audit-log incident) or, for older records, be the only source.
-			on := st.Undo["nodeName"]
-			if on == "" {
-				on = inc.Spec.Subject.Node
-			}
-			if st.Action != v1alpha1.ActionIsolate || uid == "" || st.Undo["kernel"] == "" || on != e.NodeName {
+			if st.Action != v1alpha1.ActionIsolate || uid == "" || st.Undo["kernel"] == "" {
 				continue
 			}
 			switch st.Phase {
 			case v1alpha1.StepRunning, v1alpha1.StepSucceeded:
-				peers, err := responders.ParsePeers(st.Undo["allow"])
-				if err != nil {
-					errs = append(errs, fmt.Errorf("incident %s/%s: %w", inc.Namespace, inc.Name, err))
-					continue
-				}
-				want[uid] = wanted{peers: peers, inc: inc}
+				isolating[uid] = inc
 			case v1alpha1.StepReverted:
 				reverted[uid] = inc
 			}
 		}
+	}
+	// What to isolate is what the NetworkPolicies select: pods on this node
+	// labelled riposte.dev/isolate=<their uid>, so both layers always agree
+	// (a revert removes the label; deleting the Incident keeps both).
+	var pods corev1.PodList
+	if err := e.Client.List(ctx, &pods, client.HasLabels{responders.IsolateLabel}); err != nil {
+		return res, fmt.Errorf("list isolated pods: %w", err)
+	}
+	for _, p := range pods.Items {
+		uid := string(p.UID)
+		if p.Spec.NodeName != e.NodeName || p.Labels[responders.IsolateLabel] != uid {
+			continue
+		}
+		peers, err := responders.ParsePeers(p.Annotations[responders.AllowAnnotation])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err))
+			continue
+		}
+		want[uid] = wanted{peers: peers, inc: isolating[uid]}
 	}
 	for _, uid := range sortedKeys(want) {
 		w := want[uid]
@@ -195,7 +208,9 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 			continue
 		}
 		res.Attached = append(res.Attached, uid)
-		errs = append(errs, e.annotate(ctx, w.inc, "attached: "+desc))
+		if w.inc != nil {
+			errs = append(errs, e.annotate(ctx, w.inc, "attached: "+desc))
+		}
 	}
 	for _, uid := range e.Local.isolatedPods() {
 		if _, ok := want[uid]; ok {
