@@ -30,6 +30,11 @@ type Config struct {
 	OnEnforce func(ev *engine.Event)
 	// OnEvent, when set, sees every decoded event (tests, recording).
 	OnEvent func(ev *engine.Event)
+	// Enrich, when set, fills container, pod and workload (enrich.Store.Enrich
+	// in the cluster) after the process table and before matching. It must
+	// never give a process in the host's mount namespace a container id: the
+	// kernel decides "in a container" by mount namespace (docs/agent.md).
+	Enrich func(ev *engine.Event)
 	// Sensors tunes the sensors (tests report the agent's own activity).
 	Sensors bpf.Options
 }
@@ -164,6 +169,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		a.table.Observe(&ev, meta.KTime)
 		a.table.Fill(&ev)
+		if a.cfg.Enrich != nil {
+			a.cfg.Enrich(&ev)
+		}
 		engine.Normalize(&ev)
 		st := a.rules.Load()
 		if meta.EnforceSlot != 0 && a.cfg.OnEnforce != nil {
