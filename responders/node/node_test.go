@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 			go echo(c)
 		}
 	case strings.HasPrefix(mode, "dial:"):
-		c, err := net.Dial("tcp4", strings.TrimPrefix(mode, "dial:"))
+		c, err := net.Dial("tcp", strings.TrimPrefix(mode, "dial:"))
 		if err != nil {
 			fmt.Println("ERR", err)
 			os.Exit(1)
@@ -313,5 +313,42 @@ func BenchmarkIsolateRelease(b *testing.B) {
 		if err := l.ReleasePod(ctx, uid); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestIsolateAllowsListedIPv6Peer(t *testing.T) {
+	pod := NewPod(t)
+	allowed, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatalf("listen on ::1: %v", err)
+	}
+	defer allowed.Close()
+	blocked, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocked.Close()
+	_, lo6, _ := net.ParseCIDR("::1/128")
+	l := &node.Local{CgroupRoot: pod.Root}
+	if _, err := l.IsolatePod(context.Background(), pod.UID, []responders.Peer{{Net: lo6, Port: uint16(allowed.Addr().(*net.TCPAddr).Port)}}); err != nil {
+		t.Fatalf("isolate: %v", err)
+	}
+	defer l.ReleasePod(context.Background(), pod.UID)
+	if _, line := pod.Start(t, "dial:"+allowed.Addr().String()); line != "connected" {
+		t.Fatalf("dial to the allowed IPv6 peer: %q", line)
+	}
+	fd, _ := os.Open(pod.Dir)
+	defer fd.Close()
+	b := exec.Command(os.Args[0], "-test.run=^$")
+	b.Env = append(os.Environ(), "RIPOSTE_HELPER=dial:"+blocked.Addr().String())
+	b.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Process.Kill(); _ = b.Wait() }()
+	_ = blocked.(*net.TCPListener).SetDeadline(time.Now().Add(time.Second))
+	if c, err := blocked.Accept(); err == nil {
+		c.Close()
+		t.Fatalf("the pod reached an IPv6 peer that is not on the allow list")
 	}
 }

@@ -15,8 +15,10 @@ import (
 const (
 	skbFamily     = 88
 	skbRemoteIP4  = 92
+	skbRemoteIP6  = 100 // four network-order words
 	skbRemotePort = 132
 	afInet        = 2
+	afInet6       = 10
 )
 
 // portField is how __sk_buff.remote_port reads for port on a little-endian
@@ -30,24 +32,44 @@ func portField(port uint16) int32 {
 func ipField(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }
 
 // Instructions builds the filter: 1 (pass) when the socket's peer matches a
-// peer of allow, else 0 (drop). The same program serves ingress and egress
+// peer of allow (IPv4 or IPv6 network, optional port), else 0 (drop). The same program serves ingress and egress
 // because the socket's remote end is the peer in both directions.
 func Instructions(allow []responders.Peer) (asm.Instructions, error) {
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
 	for i, p := range allow {
 		next := fmt.Sprintf("next%d", i)
 		if p.Net != nil {
-			ip4, mask := p.Net.IP.To4(), p.Net.Mask
-			if ip4 == nil || len(mask) != 4 {
-				return nil, fmt.Errorf("peer %s: only IPv4 networks are supported in the kernel layer", p.Net)
+			mask := p.Net.Mask
+			switch ip4 := p.Net.IP.To4(); {
+			case ip4 != nil && len(mask) == 4:
+				insns = append(insns,
+					asm.LoadMem(asm.R2, asm.R6, skbFamily, asm.Word),
+					asm.JNE.Imm32(asm.R2, afInet, next),
+					asm.LoadMem(asm.R3, asm.R6, skbRemoteIP4, asm.Word),
+					asm.And.Imm32(asm.R3, ipField(mask)),
+					asm.JNE.Imm32(asm.R3, ipField(ip4.Mask(mask)), next),
+				)
+			case len(p.Net.IP) == 16 && len(mask) == 16:
+				// Word by word; words the prefix does not cover are skipped.
+				insns = append(insns,
+					asm.LoadMem(asm.R2, asm.R6, skbFamily, asm.Word),
+					asm.JNE.Imm32(asm.R2, afInet6, next),
+				)
+				net6 := p.Net.IP.Mask(mask)
+				for w := 0; w < 4; w++ {
+					m := mask[4*w : 4*w+4]
+					if ipField(m) == 0 {
+						continue
+					}
+					insns = append(insns,
+						asm.LoadMem(asm.R3, asm.R6, int16(skbRemoteIP6+4*w), asm.Word),
+						asm.And.Imm32(asm.R3, ipField(m)),
+						asm.JNE.Imm32(asm.R3, ipField(net6[4*w:4*w+4]), next),
+					)
+				}
+			default:
+				return nil, fmt.Errorf("peer %s: not an IPv4 or IPv6 network", p.Net)
 			}
-			insns = append(insns,
-				asm.LoadMem(asm.R2, asm.R6, skbFamily, asm.Word),
-				asm.JNE.Imm32(asm.R2, afInet, next),
-				asm.LoadMem(asm.R3, asm.R6, skbRemoteIP4, asm.Word),
-				asm.And.Imm32(asm.R3, ipField(mask)),
-				asm.JNE.Imm32(asm.R3, ipField(ip4.Mask(mask)), next),
-			)
 		}
 		if p.Port != 0 {
 			insns = append(insns,
