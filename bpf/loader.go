@@ -371,6 +371,25 @@ func (s *Sensors) SetKill(bins, names map[string]uint32) error {
 	return nil
 }
 
+// AddContainerCgroup tells the kernel that a cgroup (v2 id) is a
+// container's: its processes count as in a container for container-only
+// rules even in the host's mount namespace. Enrichment must call it for
+// every cgroup it gives a container id to, before relying on it.
+func (s *Sensors) AddContainerCgroup(id uint64) error {
+	if err := s.objs.ContainerCgroups.Put(id, uint8(1)); err != nil {
+		return fmt.Errorf("add container cgroup %d: %w", id, err)
+	}
+	return nil
+}
+
+// RemoveContainerCgroup forgets a container's cgroup (the container is gone).
+func (s *Sensors) RemoveContainerCgroup(id uint64) error {
+	if err := s.objs.ContainerCgroups.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("remove container cgroup %d: %w", id, err)
+	}
+	return nil
+}
+
 // Read blocks for the next record and returns its bytes, valid until the
 // next call. It returns ringbuf.ErrClosed after Close.
 func (s *Sensors) Read(rec *ringbuf.Record) error {
@@ -434,7 +453,9 @@ func BootTime() time.Time {
 	return time.Now().Add(-time.Duration(ts.Nano()))
 }
 
-// ViewOf is the kernel filter's view of a decoded event.
+// ViewOf is the kernel filter's view of a decoded event. InContainer is
+// "mount namespace is not the host's"; cgroups added with
+// AddContainerCgroup also count in the kernel, which ViewOf does not know.
 func ViewOf(ev *engine.Event, hostMntNS uint32) View {
 	v := View{Kind: ev.Kind, InContainer: uint32(ev.Process.MntNS) != hostMntNS}
 	switch ev.Kind {

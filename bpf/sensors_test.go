@@ -316,3 +316,65 @@ func TestDeepPathIsPassedNotJudgedByItsTail(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerCgroupCountsAsContainer: a process in the host's mount
+// namespace but in a cgroup enrichment calls a container's passes a
+// container-only rule; removed, it is dropped again.
+func TestContainerCgroupCountsAsContainer(t *testing.T) {
+	s, c := loadForTest(t, Options{})
+	trueBin := realPath(t, "/bin/true")
+	f := NewFilter([]RuleConstraints{{Name: "c", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindExec}, Binaries: []string{trueBin}, ContainerOnly: true}}})
+	if err := s.SetFilter(f); err != nil {
+		t.Fatal(err)
+	}
+	runTrue := func() int64 {
+		cmd := exec.Command(trueBin)
+		cmd.Run()
+		return int64(cmd.Process.Pid)
+	}
+	pid := runTrue()
+	// Our own cgroup (the child inherits it) becomes a "container".
+	cg := cgroupID(t)
+	if err := s.AddContainerCgroup(cg); err != nil {
+		t.Fatal(err)
+	}
+	pid2 := runTrue()
+	ev := c.wait(t, "exec from the container cgroup", func(e *engine.Event) bool { return e.Kind == engine.KindExec && e.Process.PID == pid2 })
+	if ev.Process.CgroupID != cg {
+		t.Errorf("event cgroup id %d, want %d", ev.Process.CgroupID, cg)
+	}
+	if err := s.RemoveContainerCgroup(cg); err != nil {
+		t.Fatal(err)
+	}
+	pid3 := runTrue()
+	time.Sleep(200 * time.Millisecond)
+	for _, p := range []int64{pid, pid3} {
+		if n := c.count(func(e *engine.Event) bool { return e.Kind == engine.KindExec && e.Process.PID == p }); n != 0 {
+			t.Errorf("host exec %d passed a container-only rule", p)
+		}
+	}
+}
+
+// cgroupID is the cgroup v2 id of this process: the inode of its directory.
+func cgroupID(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		rest, ok := strings.CutPrefix(line, "0::")
+		if !ok {
+			continue
+		}
+		for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+			if fi, err := os.Stat(filepath.Join(root, rest, "cgroup.procs")); err == nil {
+				dir, _ := os.Stat(filepath.Dir(filepath.Join(root, rest, "cgroup.procs")))
+				_ = fi
+				return dir.Sys().(*syscall.Stat_t).Ino
+			}
+		}
+	}
+	t.Fatal("no cgroup v2 id for this process")
+	return 0
+}

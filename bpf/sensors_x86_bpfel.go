@@ -130,27 +130,28 @@ type sensorsWalkBuf struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sensorsMapActive       = "active"
-	sensorsMapCounters     = "counters"
-	sensorsMapEvents       = "events"
-	sensorsMapFilter       = "filter"
-	sensorsMapFilterBins   = "filter_bins"
-	sensorsMapFilterCidr4  = "filter_cidr4"
-	sensorsMapFilterCidr6  = "filter_cidr6"
-	sensorsMapFilterLports = "filter_lports"
-	sensorsMapFilterNames  = "filter_names"
-	sensorsMapFilterPaths  = "filter_paths"
-	sensorsMapFilterPports = "filter_pports"
-	sensorsMapKeybuf       = "keybuf"
-	sensorsMapKillBins     = "kill_bins"
-	sensorsMapKillNames    = "kill_names"
-	sensorsMapProcs        = "procs"
-	sensorsMapScratch      = "scratch"
-	sensorsMapWalkbuf      = "walkbuf"
-	sensorsProgOnExec      = "on_exec"
-	sensorsProgOnExit      = "on_exit"
-	sensorsProgOnFork      = "on_fork"
-	sensorsProgOnSysExit   = "on_sys_exit"
+	sensorsMapActive           = "active"
+	sensorsMapContainerCgroups = "container_cgroups"
+	sensorsMapCounters         = "counters"
+	sensorsMapEvents           = "events"
+	sensorsMapFilter           = "filter"
+	sensorsMapFilterBins       = "filter_bins"
+	sensorsMapFilterCidr4      = "filter_cidr4"
+	sensorsMapFilterCidr6      = "filter_cidr6"
+	sensorsMapFilterLports     = "filter_lports"
+	sensorsMapFilterNames      = "filter_names"
+	sensorsMapFilterPaths      = "filter_paths"
+	sensorsMapFilterPports     = "filter_pports"
+	sensorsMapKeybuf           = "keybuf"
+	sensorsMapKillBins         = "kill_bins"
+	sensorsMapKillNames        = "kill_names"
+	sensorsMapProcs            = "procs"
+	sensorsMapScratch          = "scratch"
+	sensorsMapWalkbuf          = "walkbuf"
+	sensorsProgOnExec          = "on_exec"
+	sensorsProgOnExit          = "on_exit"
+	sensorsProgOnFork          = "on_fork"
+	sensorsProgOnSysExit       = "on_sys_exit"
 )
 
 // loadSensors returns the embedded CollectionSpec for sensors.
@@ -205,23 +206,24 @@ type sensorsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorsMapSpecs struct {
-	Active       *ebpf.MapSpec `ebpf:"active"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Filter       *ebpf.MapSpec `ebpf:"filter"`
-	FilterBins   *ebpf.MapSpec `ebpf:"filter_bins"`
-	FilterCidr4  *ebpf.MapSpec `ebpf:"filter_cidr4"`
-	FilterCidr6  *ebpf.MapSpec `ebpf:"filter_cidr6"`
-	FilterLports *ebpf.MapSpec `ebpf:"filter_lports"`
-	FilterNames  *ebpf.MapSpec `ebpf:"filter_names"`
-	FilterPaths  *ebpf.MapSpec `ebpf:"filter_paths"`
-	FilterPports *ebpf.MapSpec `ebpf:"filter_pports"`
-	Keybuf       *ebpf.MapSpec `ebpf:"keybuf"`
-	KillBins     *ebpf.MapSpec `ebpf:"kill_bins"`
-	KillNames    *ebpf.MapSpec `ebpf:"kill_names"`
-	Procs        *ebpf.MapSpec `ebpf:"procs"`
-	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
-	Walkbuf      *ebpf.MapSpec `ebpf:"walkbuf"`
+	Active           *ebpf.MapSpec `ebpf:"active"`
+	ContainerCgroups *ebpf.MapSpec `ebpf:"container_cgroups"`
+	Counters         *ebpf.MapSpec `ebpf:"counters"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	Filter           *ebpf.MapSpec `ebpf:"filter"`
+	FilterBins       *ebpf.MapSpec `ebpf:"filter_bins"`
+	FilterCidr4      *ebpf.MapSpec `ebpf:"filter_cidr4"`
+	FilterCidr6      *ebpf.MapSpec `ebpf:"filter_cidr6"`
+	FilterLports     *ebpf.MapSpec `ebpf:"filter_lports"`
+	FilterNames      *ebpf.MapSpec `ebpf:"filter_names"`
+	FilterPaths      *ebpf.MapSpec `ebpf:"filter_paths"`
+	FilterPports     *ebpf.MapSpec `ebpf:"filter_pports"`
+	Keybuf           *ebpf.MapSpec `ebpf:"keybuf"`
+	KillBins         *ebpf.MapSpec `ebpf:"kill_bins"`
+	KillNames        *ebpf.MapSpec `ebpf:"kill_names"`
+	Procs            *ebpf.MapSpec `ebpf:"procs"`
+	Scratch          *ebpf.MapSpec `ebpf:"scratch"`
+	Walkbuf          *ebpf.MapSpec `ebpf:"walkbuf"`
 }
 
 // sensorsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -250,28 +252,30 @@ func (o *sensorsObjects) Close() error {
 //
 // It can be passed to loadSensorsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorsMaps struct {
-	Active       *ebpf.Map `ebpf:"active"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Filter       *ebpf.Map `ebpf:"filter"`
-	FilterBins   *ebpf.Map `ebpf:"filter_bins"`
-	FilterCidr4  *ebpf.Map `ebpf:"filter_cidr4"`
-	FilterCidr6  *ebpf.Map `ebpf:"filter_cidr6"`
-	FilterLports *ebpf.Map `ebpf:"filter_lports"`
-	FilterNames  *ebpf.Map `ebpf:"filter_names"`
-	FilterPaths  *ebpf.Map `ebpf:"filter_paths"`
-	FilterPports *ebpf.Map `ebpf:"filter_pports"`
-	Keybuf       *ebpf.Map `ebpf:"keybuf"`
-	KillBins     *ebpf.Map `ebpf:"kill_bins"`
-	KillNames    *ebpf.Map `ebpf:"kill_names"`
-	Procs        *ebpf.Map `ebpf:"procs"`
-	Scratch      *ebpf.Map `ebpf:"scratch"`
-	Walkbuf      *ebpf.Map `ebpf:"walkbuf"`
+	Active           *ebpf.Map `ebpf:"active"`
+	ContainerCgroups *ebpf.Map `ebpf:"container_cgroups"`
+	Counters         *ebpf.Map `ebpf:"counters"`
+	Events           *ebpf.Map `ebpf:"events"`
+	Filter           *ebpf.Map `ebpf:"filter"`
+	FilterBins       *ebpf.Map `ebpf:"filter_bins"`
+	FilterCidr4      *ebpf.Map `ebpf:"filter_cidr4"`
+	FilterCidr6      *ebpf.Map `ebpf:"filter_cidr6"`
+	FilterLports     *ebpf.Map `ebpf:"filter_lports"`
+	FilterNames      *ebpf.Map `ebpf:"filter_names"`
+	FilterPaths      *ebpf.Map `ebpf:"filter_paths"`
+	FilterPports     *ebpf.Map `ebpf:"filter_pports"`
+	Keybuf           *ebpf.Map `ebpf:"keybuf"`
+	KillBins         *ebpf.Map `ebpf:"kill_bins"`
+	KillNames        *ebpf.Map `ebpf:"kill_names"`
+	Procs            *ebpf.Map `ebpf:"procs"`
+	Scratch          *ebpf.Map `ebpf:"scratch"`
+	Walkbuf          *ebpf.Map `ebpf:"walkbuf"`
 }
 
 func (m *sensorsMaps) Close() error {
 	return _SensorsClose(
 		m.Active,
+		m.ContainerCgroups,
 		m.Counters,
 		m.Events,
 		m.Filter,

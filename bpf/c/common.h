@@ -322,6 +322,30 @@ static __always_inline u64 base_mask(struct filter_cfg *cfg, u32 kind, u32 mntns
 	return m;
 }
 
+// container_cgroups are the cgroups user space knows to be containers'
+// (from enrichment). A process is in a container for the filter when its
+// mount namespace is not the host's or its cgroup is one of these, so a
+// container process that joined the host's mount namespace still counts.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, u8);
+} container_cgroups SEC(".maps");
+
+// task_where returns the host's mount namespace for a host process and 0
+// for a container's: what base_mask compares.
+static __always_inline u32 task_where(struct filter_cfg *cfg, struct task_struct *t)
+{
+	u32 mntns = task_mntns(t);
+	if (mntns != cfg->host_mntns)
+		return 0;
+	u64 cg = t->cgroups->dfl_cgrp->kn->id;
+	if (bpf_map_lookup_elem(&container_cgroups, &cg))
+		return 0;
+	return mntns;
+}
+
 static __always_inline bool always(struct filter_cfg *cfg, u32 kind)
 {
 	return cfg->always & (1u << (kind & 31));

@@ -107,7 +107,7 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
 	}
 
 	if (!r->enforce_rule && !always(cfg, K_EXEC) &&
-	    (is_self(cfg) || !exec_mask(cfg, gen, task_mntns(t), k, bin_ok, name_ok, complete))) {
+	    (is_self(cfg) || !exec_mask(cfg, gen, task_where(cfg, t), k, bin_ok, name_ok, complete))) {
 		count(K_EXEC, O_DROPPED);
 		return 0;
 	}
@@ -165,7 +165,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	if (!cfg)
 		return 0;
 	// The child is never the agent, whoever forked it.
-	if (!always(cfg, K_FORK) && !base_mask(cfg, K_FORK, task_mntns(child))) {
+	if (!always(cfg, K_FORK) && !base_mask(cfg, K_FORK, task_where(cfg, child))) {
 		count(K_FORK, O_DROPPED);
 		return 0;
 	}
@@ -187,7 +187,7 @@ int BPF_PROG(on_exit, struct task_struct *t, bool group_dead)
 	struct filter_cfg *cfg = cfg_get(&gen);
 	if (!cfg)
 		return 0;
-	if (!always(cfg, K_EXIT) && (is_self(cfg) || !base_mask(cfg, K_EXIT, task_mntns(t)))) {
+	if (!always(cfg, K_EXIT) && (is_self(cfg) || !base_mask(cfg, K_EXIT, task_where(cfg, t)))) {
 		count(K_EXIT, O_DROPPED);
 		return 0;
 	}
@@ -232,7 +232,7 @@ static __always_inline int open_emit(long fd)
 	}
 	struct task_struct *t = bpf_get_current_task_btf();
 	// No rule sees this open whatever its path: skip resolving it.
-	u64 m = base_mask(cfg, K_OPEN, task_mntns(t));
+	u64 m = base_mask(cfg, K_OPEN, task_where(cfg, t));
 	if (!m && !always(cfg, K_OPEN)) {
 		count(K_OPEN, O_DROPPED);
 		return 0;
@@ -294,7 +294,7 @@ static __always_inline int net_emit(struct net_rec *r, u32 kind, bool has_peer)
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
 	if (!always(cfg, kind) &&
-	    (is_self(cfg) || !net_pass(cfg, gen, kind, task_mntns(t), r->family, r->lport, r->rport, r->raddr, has_peer))) {
+	    (is_self(cfg) || !net_pass(cfg, gen, kind, task_where(cfg, t), r->family, r->lport, r->rport, r->raddr, has_peer))) {
 		count(kind, O_DROPPED);
 		return 0;
 	}
@@ -392,7 +392,7 @@ static __always_inline int sys_emit(struct pt_regs *regs, u32 kind, u32 sc, long
 	if (!cfg)
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
-	if (!always(cfg, kind) && (is_self(cfg) || !base_mask(cfg, kind, task_mntns(t)))) {
+	if (!always(cfg, kind) && (is_self(cfg) || !base_mask(cfg, kind, task_where(cfg, t)))) {
 		count(kind, O_DROPPED);
 		return 0;
 	}
