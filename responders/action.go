@@ -91,6 +91,10 @@ type Peer struct {
 // recorded) until the agent's result appears in NodeResultsAnnotation.
 var ErrWaiting = errors.New("waiting for the node agent")
 
+// ErrGone is returned by Node.KillProcess when the process no longer exists:
+// it exited, or the agent already killed it in the kernel at exec (inKernel).
+var ErrGone = errors.New("process already gone")
+
 // ErrRefused marks a guardrail refusal: the step is Skipped, not Failed, and the
 // message says why.
 var ErrRefused = errors.New("refused")

@@ -2,6 +2,7 @@ package responders
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -136,7 +137,9 @@ func (a *Kill) Do(ctx context.Context, req *Request) (Result, error) {
 		if s.PID <= 0 {
 			return Result{}, refused("the incident's subject names no process")
 		}
-		if err := a.Node.KillProcess(ctx, int(s.PID), s.ContainerID); err != nil {
+		if err := a.Node.KillProcess(ctx, int(s.PID), s.ContainerID); errors.Is(err, ErrGone) {
+			return Result{Message: fmt.Sprintf("process %d (%s) already gone: exited, or killed in the kernel at exec", s.PID, s.Binary)}, nil
+		} else if err != nil {
 			return Result{}, fmt.Errorf("kill process %d: %w", s.PID, err)
 		}
 		return Result{Message: fmt.Sprintf("process %d (%s) killed with SIGKILL", s.PID, s.Binary)}, nil

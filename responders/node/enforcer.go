@@ -67,7 +67,9 @@ func (e *Enforcer) delegated(ctx context.Context, inc *v1alpha1.Incident, st v1a
 			if s.PID <= 0 {
 				return fail(errors.New("the incident's subject names no process"))
 			}
-			if err := e.Local.KillProcess(ctx, int(s.PID), s.ContainerID); err != nil {
+			if err := e.Local.KillProcess(ctx, int(s.PID), s.ContainerID); errors.Is(err, responders.ErrGone) {
+				return responders.NodeResult{Message: fmt.Sprintf("process %d (%s) already gone: exited, or killed in the kernel at exec", s.PID, s.Binary)}
+			} else if err != nil {
 				return fail(err)
 			}
 			return responders.NodeResult{Message: fmt.Sprintf("process %d (%s) killed with SIGKILL", s.PID, s.Binary)}

@@ -202,7 +202,7 @@ func (l *Local) KillProcess(ctx context.Context, pid int, containerID string) er
 	}
 	cg, err := os.ReadFile(filepath.Join(l.proc(), fmt.Sprint(pid), "cgroup"))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil // already gone
+		return responders.ErrGone
 	}
 	if err != nil {
 		return fmt.Errorf("read cgroup of pid %d: %w", pid, err)
@@ -210,7 +210,9 @@ func (l *Local) KillProcess(ctx context.Context, pid int, containerID string) er
 	if id := trimRuntime(containerID); id != "" && !strings.Contains(string(cg), id) {
 		return fmt.Errorf("pid %d is not in container %s (PID reused?)", pid, id)
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := syscall.Kill(pid, syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
+		return responders.ErrGone
+	} else if err != nil {
 		return fmt.Errorf("SIGKILL pid %d: %w", pid, err)
 	}
 	return nil

@@ -257,6 +257,10 @@ func TestKillProcessChecksContainerAndKills(t *testing.T) {
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("helper exit: %v, want killed by SIGKILL", err)
 	}
+	// Killing it again (a restarted runner) reports it gone, not killed.
+	if err := l.KillProcess(context.Background(), cmd.Process.Pid, "containerd://"+pod.ContainerID); !errors.Is(err, responders.ErrGone) {
+		t.Fatalf("second kill: %v, want ErrGone", err)
+	}
 }
 
 func TestKillContainerKillsEveryProcessOfItsCgroup(t *testing.T) {
