@@ -31,9 +31,10 @@ type Config struct {
 	// OnEvent, when set, sees every decoded event (tests, recording).
 	OnEvent func(ev *engine.Event)
 	// Enrich, when set, fills container, pod and workload (enrich.Store.Enrich
-	// in the cluster) after the process table and before matching. It must
-	// never give a process in the host's mount namespace a container id: the
-	// kernel decides "in a container" by mount namespace (docs/agent.md).
+	// in the cluster) after the process table and before matching. Every
+	// cgroup it gives a container id to must first be registered with
+	// Sensors().AddContainerCgroup, or container-only rules could miss
+	// container processes in the host's mount namespace (docs/agent.md).
 	Enrich func(ev *engine.Event)
 	// Sensors tunes the sensors (tests report the agent's own activity).
 	Sensors bpf.Options
