@@ -133,3 +133,20 @@ func waitForFast(cond func() bool) error {
 	}
 	return context.DeadlineExceeded
 }
+
+func TestControllerRestoresPhaseWhenTheWriterResetsItToOpen(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	startController(t)
+	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"a": "b"}})))
+	if err := waitFor(t, func() bool { return get(t, inc).Status.Phase == responders.PhaseResponded }); err != nil {
+		t.Fatalf("never Responded: %v", err)
+	}
+	// The incident writer's first status patch, arriving late.
+	if err := kc.Status().Patch(ctxT(t), get(t, inc), client.RawPatch("application/merge-patch+json", []byte(`{"status":{"phase":"Open"}}`))); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(t, func() bool { return get(t, inc).Status.Phase == responders.PhaseResponded }); err != nil {
+		t.Fatalf("phase left at %q: %v", get(t, inc).Status.Phase, err)
+	}
+}

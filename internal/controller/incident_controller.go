@@ -6,6 +6,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -40,9 +41,25 @@ type IncidentReconciler struct {
 // step records) do not.
 func (r *IncidentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.Incident{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		For(&v1alpha1.Incident{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, phaseReset))).
 		Named("incident").
 		Complete(r)
+}
+
+// phaseReset lets through the one status write that is not ours but matters:
+// the incident writer's first patch sets phase Open, and when it lands after
+// the Runner already wrote Responding/Responded the phase must be recomputed.
+var phaseReset = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, ok1 := e.ObjectOld.(*v1alpha1.Incident)
+		inc, ok2 := e.ObjectNew.(*v1alpha1.Incident)
+		return ok1 && ok2 && old.Status.Phase != inc.Status.Phase && len(inc.Status.Steps) > 0 &&
+			inc.Status.Phase != responders.PhaseResponding && inc.Status.Phase != responders.PhaseResponded &&
+			inc.Status.Phase != responders.PhaseFailed && inc.Status.Phase != responders.PhaseReverted
+	},
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 // Reconcile advances the Incident's playbooks. An error (an API call that
