@@ -34,7 +34,7 @@ var (
 
 const (
 	controllerNS  = "riposte-system"
-	webhookConfig = "riposte-test-webhook"
+	webhookConfig = "riposte-validating-webhook"
 )
 
 func TestMain(m *testing.M) {
@@ -113,13 +113,25 @@ func run(m *testing.M) int {
 		return 1
 	}
 
+	// The controller runs as its ServiceAccount with exactly the RBAC of
+	// config/rbac, so a missing permission fails these tests.
+	if out, err := c.Kubectl(ctx, "apply", "-k", "../../config/rbac").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: apply config/rbac: %v\n%s", err, out)
+		return 1
+	}
+	ctrlCfg, err := c.ServiceAccountConfig(ctx, controllerNS, "riposte-controller")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+
 	log := logr.Discard()
 	if os.Getenv("RIPOSTE_TEST_LOG") != "" {
 		log = textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(1)))
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- controllermgr.Run(ctx, c.AdminConfig(), controllermgr.Options{
+		done <- controllermgr.Run(ctx, ctrlCfg, controllermgr.Options{
 			Namespace:         controllerNS,
 			CertSecret:        "riposte-controller-cert",
 			CertHosts:         []string{"127.0.0.1"},
