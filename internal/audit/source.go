@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,12 @@ type Rules interface {
 // Sink receives matches. It must not block for long: workers call it inline.
 type Sink interface {
 	Record(m engine.Match, ev *engine.Event)
+}
+
+// PeerResolver names the pod that held an IP at a time; the enrichment
+// store (engine/enrich) is one. IPs are reused, so the time matters.
+type PeerResolver interface {
+	PeerAt(ip string, t time.Time) (engine.Peer, bool)
 }
 
 // Defaults for Options.
@@ -49,6 +56,9 @@ type Options struct {
 	// default: the same request comes again at ResponseComplete with its
 	// response code, and matching both would count every request twice.
 	KeepRequestReceived bool
+	// SourcePods, when set, fills audit.sourcePod from the first source IP
+	// at the event's time, so rules and Incidents name the calling pod.
+	SourcePods PeerResolver
 }
 
 // Source is the audit webhook endpoint and its workers.
@@ -293,6 +303,11 @@ func (s *Source) work(ctx context.Context) {
 		}
 		for i := range batch {
 			ev := &batch[i]
+			if r := s.opts.SourcePods; r != nil && len(ev.Audit.SourceIPs) > 0 {
+				if p, ok := r.PeerAt(ev.Audit.SourceIPs[0], ev.Time); ok {
+					ev.Audit.SourcePod = p
+				}
+			}
 			matches = m.Match(ev, matches[:0])
 			for _, mt := range matches {
 				s.m.matches.Inc()

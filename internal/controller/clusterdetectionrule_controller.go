@@ -5,6 +5,7 @@ import (
 
 	"github.com/fluxcd/pkg/runtime/patch"
 	"github.com/fluxcd/pkg/runtime/predicates"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -35,11 +36,30 @@ func (r *ClusterDetectionRuleReconciler) SetupWithManager(mgr ctrl.Manager) erro
 		func(o client.Object) []string { return o.(*v1alpha1.ClusterDetectionRule).Spec.Playbooks }); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ClusterDetectionRule{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}))).
 		Watches(&v1alpha1.ClusterResponsePlaybook{}, handler.EnqueueRequestsFromMapFunc(r.rulesUsing)).
-		Named("clusterdetectionrule").
-		Complete(r)
+		Named("clusterdetectionrule")
+	if r.Rollout != nil {
+		// An agent loading or dropping rules changes every node rule's
+		// nodes count.
+		b = b.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.all), builder.WithPredicates(agentLeaseChanged))
+	}
+	return b.Complete(r)
+}
+
+// all lists every ClusterDetectionRule, for a rollout change.
+func (r *ClusterDetectionRuleReconciler) all(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list v1alpha1.ClusterDetectionRuleList
+	if err := r.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list rules for a rollout change")
+		return nil
+	}
+	reqs := make([]reconcile.Request, len(list.Items))
+	for i := range list.Items {
+		reqs[i].NamespacedName = client.ObjectKeyFromObject(&list.Items[i])
+	}
+	return reqs
 }
 
 // rulesUsing lists the ClusterDetectionRules that name a ClusterResponsePlaybook.

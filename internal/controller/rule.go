@@ -126,6 +126,7 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 			return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 		}
 		msg = fmt.Sprintf("%s; loaded on %d/%d nodes", msg, loaded, total)
+		result.RequeueAfter = nodeRecheck
 	} else {
 		status.Nodes = ""
 	}

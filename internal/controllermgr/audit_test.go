@@ -11,6 +11,7 @@ import (
 
 	"github.com/fluxcd/pkg/runtime/conditions"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -161,4 +162,43 @@ func TestHundredIdenticalMatchesAreOneIncident(t *testing.T) {
 	if incs, _ = incidentsFor(ctx, "dedup", user); len(incs) != 1 || incs[0].Status.Count != 100 {
 		t.Errorf("after 2s: %d incidents, count %d", len(incs), incs[0].Status.Count)
 	}
+}
+
+// The caller's source IP is resolved to the pod that held it at the time of
+// the request, and the Incident names that pod. (No kubelet here: the test
+// gives the pod its IP through the status subresource, 127.0.0.1, where the
+// requests come from.)
+func TestAuditSourceIPResolvesToPod(t *testing.T) {
+	ctx := context.Background()
+	installShippedSSARRule(t, ctx)
+	ns, sa := "recon", "spy"
+	if err := shared.EnsureServiceAccount(ctx, ns, sa); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "spy-7d9f", Namespace: ns},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa, NodeName: "node-a", Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), pod) })
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}}}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatalf("set pod IP: %v", err)
+	}
+	time.Sleep(time.Second) // the identity source sees the IP before the request
+	askCanI(t, ctx, ns, sa, 1)
+	user := "system:serviceaccount:" + ns + ":" + sa
+	eventually(t, 30*time.Second, "Incident naming the source pod", func() error {
+		incs, err := incidentsFor(ctx, ns, user)
+		if err != nil {
+			return err
+		}
+		if len(incs) != 1 || incs[0].Spec.Subject.Pod != pod.Name {
+			return fmt.Errorf("incidents %+v", incs)
+		}
+		t.Logf("incident %s/%s: %s", incs[0].Namespace, incs[0].Name, incs[0].Spec.Output)
+		return nil
+	})
 }

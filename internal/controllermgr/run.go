@@ -29,9 +29,11 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/engine/enrich"
 	"github.com/riposte-dev/riposte/internal/audit"
 	"github.com/riposte-dev/riposte/internal/controller"
 	"github.com/riposte-dev/riposte/internal/incident"
+	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/objects"
 	"github.com/riposte-dev/riposte/internal/rollout"
 	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
@@ -69,6 +71,10 @@ type Options struct {
 	// AuditClientCAFile lists the CAs whose client certificates authenticate.
 	AuditClientCAFile string
 	Audit             audit.Options
+
+	// DisableSourcePods turns off resolving audit source IPs to pods (it
+	// watches every pod and Service with the enrichment store).
+	DisableSourcePods bool
 
 	// ObjectKinds are watched by the object source besides Pods. The object
 	// source is off when DisableObjects is set.
@@ -197,7 +203,30 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 
 	if opts.AuditAddr != "" {
-		src := audit.New(registry, writer, log.WithName("audit"), opts.Audit)
+		auditOpts := opts.Audit
+		if !opts.DisableSourcePods {
+			store, err := enrich.New(enrich.Options{})
+			if err != nil {
+				return fmt.Errorf("create enrichment store: %w", err)
+			}
+			ks, err := kube.NewSource(cfg, store, "")
+			if err != nil {
+				return err
+			}
+			klog := log.WithName("source-pods")
+			ks.OnError = func(err error) { klog.V(1).Info("resolve pods", "error", err.Error()) }
+			if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+				if err := ks.Start(ctx); err != nil {
+					return fmt.Errorf("start pod identity source: %w", err)
+				}
+				<-ctx.Done()
+				return nil
+			})); err != nil {
+				return err
+			}
+			auditOpts.SourcePods = store
+		}
+		src := audit.New(registry, writer, log.WithName("audit"), auditOpts)
 		ctrlmetrics.Registry.MustRegister(src.Collectors()...)
 		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 		if opts.AuditCertFile != "" {
