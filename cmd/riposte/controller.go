@@ -48,6 +48,7 @@ func runController(args []string) int {
 	fs.IntVar(&opts.Audit.Workers, "audit-workers", 0, "Audit matching goroutines (default GOMAXPROCS).")
 	fs.StringSliceVar(&objectKinds, "object-kinds", nil, "Kinds watched by the object source besides Pods, as group/version/Kind (apps/v1/Deployment).")
 	fs.BoolVar(&opts.DisableObjects, "disable-object-source", false, "Do not watch objects.")
+	fs.BoolVar(&opts.DisableSourcePods, "disable-source-pods", false, "Do not resolve audit source IPs to pods (saves watching every pod and Service).")
 	fs.Float64Var(&opts.Incident.WriteQPS, "incident-write-qps", 20, "Incident API writes per second.")
 	fs.IntVar(&opts.Incident.WriteBurst, "incident-write-burst", 40, "Incident API write burst.")
 	fs.IntVar(&verbosity, "v", 0, "Log verbosity.")
