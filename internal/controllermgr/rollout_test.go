@@ -11,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -58,6 +59,7 @@ func TestRuleStatusShowsNodesLoaded(t *testing.T) {
 		}
 		return nil
 	})
+	wantKstatus(t, rule, "ClusterDetectionRule", status.InProgressStatus)
 	agents["node-b"].Set(map[types.UID]int64{rule.UID: rule.Generation})
 	if err := agents["node-b"].Write(ctx, time.Minute); err != nil {
 		t.Fatal(err)
@@ -71,5 +73,6 @@ func TestRuleStatusShowsNodesLoaded(t *testing.T) {
 		}
 		return nil
 	})
+	wantKstatus(t, rule, "ClusterDetectionRule", status.CurrentStatus)
 	t.Logf("rollout: nodes %s, %s", rule.Status.Nodes, conditions.GetMessage(rule, v1alpha1.ReadyCondition))
 }

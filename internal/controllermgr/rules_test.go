@@ -12,6 +12,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/conditions"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -89,6 +90,7 @@ func TestInvalidCELRejectedByWebhookAndStalledWithoutIt(t *testing.T) {
 		t.Errorf("Stalled message %q does not name line 2 of the condition, or Ready is not False", stalledMsg)
 	}
 	t.Logf("stored rule Stalled: %s", stalledMsg)
+	wantKstatus(t, rule, "ClusterDetectionRule", status.FailedStatus) // Flux's wait fails
 
 	// 2. Fixed: Ready, and observedGeneration follows generation.
 	rule.Spec.Condition = goodCEL
@@ -108,6 +110,7 @@ func TestInvalidCELRejectedByWebhookAndStalledWithoutIt(t *testing.T) {
 		t.Errorf("generation = %d after an update, want >= 2", rule.Generation)
 	}
 	t.Logf("fixed rule Ready at generation %d: %s", rule.Generation, conditions.GetMessage(rule, v1alpha1.ReadyCondition))
+	wantKstatus(t, rule, "ClusterDetectionRule", status.CurrentStatus)
 
 	// 3. Webhook on: the same invalid CEL is refused before it is stored,
 	// with the same message.
@@ -173,6 +176,7 @@ func TestMissingPlaybookKeepsRuleNotReadyUntilItExists(t *testing.T) {
 	if conditions.IsStalled(rule) {
 		t.Error("a missing playbook stalled the rule; it can heal, so it must not")
 	}
+	wantKstatus(t, rule, "DetectionRule", status.InProgressStatus)
 	pb := &v1alpha1.ResponsePlaybook{
 		ObjectMeta: metav1.ObjectMeta{Name: "notify-team", Namespace: ns},
 		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{{Action: v1alpha1.ActionNotify,
