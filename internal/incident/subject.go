@@ -40,7 +40,10 @@ func SubjectOf(ev *engine.Event) v1alpha1.Subject {
 			s.Namespace = a.ObjectRef.Namespace
 		}
 		if a.SourcePod.Pod != "" {
-			s.Pod = a.SourcePod.Pod
+			s.Pod, s.PodUID = a.SourcePod.Pod, a.SourcePod.PodUID
+			if w := a.SourcePod.Workload; w.Name != "" {
+				s.WorkloadKind, s.WorkloadName = w.Kind, w.Name
+			}
 			if s.Namespace == "" {
 				s.Namespace = a.SourcePod.Namespace
 			}
