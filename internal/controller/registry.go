@@ -13,6 +13,7 @@ import (
 type Registry struct {
 	mu      sync.Mutex
 	rules   map[string]*engine.Rule
+	gens    map[string]int64
 	version uint64
 	snap    []*engine.Rule
 	dirty   bool
@@ -21,15 +22,23 @@ type Registry struct {
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{rules: map[string]*engine.Rule{}} }
+func NewRegistry() *Registry {
+	return &Registry{rules: map[string]*engine.Rule{}, gens: map[string]int64{}}
+}
 
 // RegistryKey names a rule in the registry: kind/namespace/name.
 func RegistryKey(kind, namespace, name string) string { return kind + "/" + namespace + "/" + name }
 
-// Put makes rule live under key, replacing an earlier version.
-func (r *Registry) Put(key string, rule *engine.Rule) {
+// Put makes rule live under key, replacing an earlier version. generation
+// is the object's generation the rule was compiled from.
+func (r *Registry) Put(key string, rule *engine.Rule, generation int64) {
 	r.mu.Lock()
+	if r.rules[key] == rule && r.gens[key] == generation {
+		r.mu.Unlock()
+		return // unchanged: matchers need not be rebuilt
+	}
 	r.rules[key] = rule
+	r.gens[key] = generation
 	r.version++
 	r.dirty = true
 	fns := r.onChange
@@ -45,6 +54,7 @@ func (r *Registry) Delete(key string) {
 	_, ok := r.rules[key]
 	if ok {
 		delete(r.rules, key)
+		delete(r.gens, key)
 		r.version++
 		r.dirty = true
 	}
@@ -55,6 +65,15 @@ func (r *Registry) Delete(key string) {
 			f()
 		}
 	}
+}
+
+// Get returns the live rule under key and the generation it was compiled
+// from.
+func (r *Registry) Get(key string) (*engine.Rule, int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rule, ok := r.rules[key]
+	return rule, r.gens[key], ok
 }
 
 // OnChange registers f to run after every change of the live set.

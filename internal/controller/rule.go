@@ -84,7 +84,16 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 		return ctrl.Result{}, nil
 	}
 
-	rule, f := rulecheck.Check(ctx, playbookLookup{r.Client}, obj.GetName(), obj.GetNamespace(), spec)
+	// A live rule of this generation has compiled and passed its tests
+	// already: requeues for rollout and playbook changes only re-resolve
+	// the playbooks.
+	var f *rulecheck.Failure
+	rule, gen, live := r.Registry.Get(key)
+	if live && gen == obj.GetGeneration() {
+		f = rulecheck.Playbooks(ctx, playbookLookup{r.Client}, obj.GetNamespace(), spec.Playbooks)
+	} else {
+		rule, f = rulecheck.Check(ctx, playbookLookup{r.Client}, obj.GetName(), obj.GetNamespace(), spec)
+	}
 	if f != nil {
 		// A rule that cannot be checked right now is not live: only Ready
 		// rules are, so Git tooling and the live set always agree.
@@ -104,7 +113,7 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 	}
 
 	wasReady := conditions.IsReady(obj) && status.ObservedGeneration == obj.GetGeneration()
-	r.Registry.Put(key, rule)
+	r.Registry.Put(key, rule, obj.GetGeneration())
 	status.EstimatedCost = rule.Cost()
 	status.Prefilter = rule.Constraints().Explain()
 	status.ObservedGeneration = obj.GetGeneration()
