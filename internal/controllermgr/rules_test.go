@@ -50,7 +50,7 @@ func registerWebhook(t *testing.T, ctx context.Context) {
 				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
 				Rule: admissionregistrationv1.Rule{
 					APIGroups: []string{"riposte.dev"}, APIVersions: []string{"v1alpha1"},
-					Resources: []string{"detectionrules", "clusterdetectionrules"},
+					Resources: []string{"detectionrules", "clusterdetectionrules", "responseplaybooks", "clusterresponseplaybooks"},
 				},
 			}},
 		}},
@@ -139,6 +139,13 @@ func TestInvalidCELRejectedByWebhookAndStalledWithoutIt(t *testing.T) {
 		t.Errorf("webhook denial %q does not carry the Stalled message %q", err, stalledMsg)
 	}
 	t.Logf("webhook refused: %v", err)
+	// An unusable playbook is refused too.
+	pb := &v1alpha1.ClusterResponsePlaybook{ObjectMeta: metav1.ObjectMeta{Name: "e2e-kill-nothing"},
+		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{{Action: v1alpha1.ActionKill}}}}
+	if err := k8s.Create(ctx, pb); err == nil || !strings.Contains(err.Error(), "kill.target") {
+		_ = k8s.Delete(ctx, pb)
+		t.Errorf("playbook without kill.target: err = %v, want a denial naming kill.target", err)
+	}
 	// A rule whose embedded test fails is refused too.
 	failing := auditRule("e2e-failing-test", goodCEL)
 	failing.Spec.Tests = []v1alpha1.RuleTest{{Name: "a get is reported", Expect: v1alpha1.ExpectMatch}}

@@ -14,9 +14,10 @@ import (
 )
 
 // Path is where the validating webhook is served.
-const Path = "/validate-riposte-dev-v1alpha1-rule"
+const Path = "/validate-riposte-dev-v1alpha1"
 
-// Validator admits rules that compile and pass their embedded tests.
+// Validator admits rules that compile and pass their embedded tests, and
+// playbooks whose steps are usable.
 type Validator struct {
 	// Playbooks resolves playbook references; nil skips the check.
 	Playbooks rulecheck.PlaybookLookup
@@ -51,8 +52,17 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode ClusterDetectionRule: %w", err))
 		}
 		spec, name = &obj.Spec, obj.Name
+	case "ResponsePlaybook", "ClusterResponsePlaybook":
+		var obj v1alpha1.ResponsePlaybook // both kinds share the spec
+		if err := json.Unmarshal(req.Object.Raw, &obj); err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode %s: %w", kind, err))
+		}
+		if err := rulecheck.ValidatePlaybook(&obj.Spec); err != nil {
+			return admission.Denied(fmt.Sprintf("%s: %s %q: %v", v1alpha1.InvalidSpecReason, kind, obj.Name, err))
+		}
+		return admission.Allowed("")
 	default:
-		return admission.Allowed("not a rule kind")
+		return admission.Allowed("not a riposte kind")
 	}
 	if name == "" {
 		name = req.Name

@@ -51,3 +51,17 @@ func TestValidatorDeniesBadRulesAndWarnsOnMissingPlaybooks(t *testing.T) {
 		t.Error("a suspended draft was refused")
 	}
 }
+
+func TestValidatorDeniesUnusablePlaybooks(t *testing.T) {
+	v := &Validator{}
+	pb := &v1alpha1.ClusterResponsePlaybook{ObjectMeta: metav1.ObjectMeta{Name: "p"},
+		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{{Action: v1alpha1.ActionKill}}}}
+	resp := v.Handle(context.Background(), request(t, pb, "ClusterResponsePlaybook"))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, "kill.target") {
+		t.Errorf("kill without target: allowed=%v message %q", resp.Allowed, resp.Result.Message)
+	}
+	pb.Spec.Steps[0].Kill = &v1alpha1.KillParams{Target: "pod"}
+	if resp = v.Handle(context.Background(), request(t, pb, "ClusterResponsePlaybook")); !resp.Allowed {
+		t.Errorf("valid playbook refused: %q", resp.Result.Message)
+	}
+}
