@@ -37,6 +37,9 @@ const (
 	// maxSampleBytes bounds one sample event; bigger ones lose their object
 	// bodies (requestObject, responseObject, object).
 	maxSampleBytes = 8 << 10
+	// maxWriteFailures is how many flushes in a row may fail to write an
+	// Incident before its pending changes are dropped (and counted).
+	maxWriteFailures = 10
 )
 
 // Labels set on every Incident, for selection by rule.
@@ -80,18 +83,19 @@ type Writer struct {
 
 // window is one Incident being folded into.
 type window struct {
-	key     string
-	name    string
-	ns      string
-	spec    v1alpha1.IncidentSpec
-	until   time.Time
-	first   time.Time
-	last    time.Time
-	count   int64
-	base    int64 // count already in the object when we found it (restart)
-	samples []runtime.RawExtension
-	created bool
-	queued  bool
+	key      string
+	name     string
+	ns       string
+	spec     v1alpha1.IncidentSpec
+	until    time.Time
+	first    time.Time
+	last     time.Time
+	count    int64
+	base     int64 // count already in the object when we found it (restart)
+	samples  []runtime.RawExtension
+	created  bool
+	queued   bool
+	failures int // consecutive failed writes
 }
 
 type metrics struct {
@@ -314,9 +318,24 @@ func (w *Writer) Flush(ctx context.Context) {
 		}
 		if err := w.write(ctx, win); err != nil {
 			w.metrics.writeErrors.Inc()
+			w.mu.Lock()
+			win.failures++
+			giveUp := win.failures >= maxWriteFailures
+			w.mu.Unlock()
+			if giveUp {
+				// A namespace being deleted, a quota: never retry without
+				// end, and never silently.
+				w.metrics.dropped.Inc()
+				w.log.Error(err, "giving up on incident after repeated write failures", "namespace", win.ns, "name", win.name, "failures", maxWriteFailures)
+				continue
+			}
 			w.log.Error(err, "write incident", "namespace", win.ns, "name", win.name)
 			retry = append(retry, win)
+			continue
 		}
+		w.mu.Lock()
+		win.failures = 0
+		w.mu.Unlock()
 	}
 	w.mu.Lock()
 	for _, win := range retry {
@@ -385,6 +404,12 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 	}
 	inc := &v1alpha1.Incident{ObjectMeta: metav1.ObjectMeta{Name: win.name, Namespace: win.ns}}
 	if err := w.c.Status().Patch(ctx, inc, client.RawPatch(types.MergePatchType, body), client.FieldOwner("riposte-controller")); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Deleted while matches kept coming: create it again.
+			w.mu.Lock()
+			win.created = false
+			w.mu.Unlock()
+		}
 		return fmt.Errorf("patch incident status: %w", err)
 	}
 	w.metrics.writes.WithLabelValues("status").Inc()

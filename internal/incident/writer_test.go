@@ -159,3 +159,28 @@ func BenchmarkRecordFolded(b *testing.B) {
 		w.Record(m, &ev)
 	}
 }
+
+// An Incident deleted while its window is open is created again by the
+// next match, with the whole count.
+func TestDeletedIncidentIsRecreated(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(scheme(t)).WithStatusSubresource(&v1alpha1.Incident{}).Build()
+	w := NewWriter(c, logr.Discard(), Options{Namespace: "riposte-system", WriteQPS: 1000})
+	rule := compile(t, "r", "", v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: "true"})
+	ev := ssarEvent("system:serviceaccount:shop:api")
+	ctx := context.Background()
+	w.Record(engine.Match{Rule: rule}, &ev)
+	w.Flush(ctx)
+	var list v1alpha1.IncidentList
+	if err := c.List(ctx, &list); err != nil || len(list.Items) != 1 {
+		t.Fatalf("%d incidents, %v", len(list.Items), err)
+	}
+	if err := c.Delete(ctx, &list.Items[0]); err != nil {
+		t.Fatal(err)
+	}
+	w.Record(engine.Match{Rule: rule}, &ev)
+	w.Flush(ctx) // the patch finds it gone
+	w.Flush(ctx) // and the retry creates it
+	if err := c.List(ctx, &list); err != nil || len(list.Items) != 1 || list.Items[0].Status.Count != 2 {
+		t.Fatalf("after delete: %d incidents (%v), want 1 with count 2", len(list.Items), err)
+	}
+}
