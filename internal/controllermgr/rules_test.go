@@ -139,6 +139,10 @@ func TestInvalidCELRejectedByWebhookAndStalledWithoutIt(t *testing.T) {
 		t.Errorf("webhook denial %q does not carry the Stalled message %q", err, stalledMsg)
 	}
 	t.Logf("webhook refused: %v", err)
+	// Flux validates with a server-side dry run: refused the same way.
+	if err := k8s.Create(ctx, auditRule("e2e-bad-cel-dry", badCEL), client.DryRunAll); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("server-side dry run of invalid CEL: err = %v, want a denial with %q", err, want)
+	}
 	// An unusable playbook is refused too.
 	pb := &v1alpha1.ClusterResponsePlaybook{ObjectMeta: metav1.ObjectMeta{Name: "e2e-kill-nothing"},
 		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{{Action: v1alpha1.ActionKill}}}}
