@@ -32,9 +32,11 @@ import (
 	"github.com/riposte-dev/riposte/engine/enrich"
 	"github.com/riposte-dev/riposte/engine/ruleset"
 	"github.com/riposte-dev/riposte/internal/agent"
+	"github.com/riposte-dev/riposte/internal/evidence"
 	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/rollout"
+	rnode "github.com/riposte-dev/riposte/responders/node"
 )
 
 func init() {
@@ -51,6 +53,8 @@ func agentCmd(args []string) int {
 	namespace := fs.String("namespace", envOr("RUNTIME_NAMESPACE", "riposte-system"), "the controller's namespace (Leases, cluster-level Incidents)")
 	metricsAddr := fs.String("metrics-addr", ":9464", "serve Prometheus metrics on this address (\"0\" disables)")
 	resync := fs.Duration("resync", 15*time.Second, "how often the live rule set is read from the API server")
+	evidenceDir := fs.String("evidence-dir", "/var/lib/riposte/evidence", "node folder (or PVC) for the node part of capture steps")
+	pinDir := fs.String("pin-dir", "/sys/fs/bpf/riposte", "bpffs folder where kernel isolations are pinned to survive restarts (\"\" keeps them in the process)")
 	if err := fs.Parse(args); err != nil {
 		return exitBadUsage
 	}
@@ -66,6 +70,7 @@ func agentCmd(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return runAgent(ctx, agentOptions{Config: cfg, Node: *node, Namespace: *namespace, MetricsAddr: *metricsAddr, Resync: *resync,
+		EvidenceDir: *evidenceDir, PinDir: *pinDir,
 		Log: slog.New(slog.NewJSONHandler(os.Stderr, nil))})
 }
 
@@ -76,7 +81,14 @@ type agentOptions struct {
 	Namespace   string
 	MetricsAddr string
 	Resync      time.Duration
-	Log         *slog.Logger
+	// EvidenceDir and PinDir configure the node-side responders
+	// (responders/node): evidence bundles and pinned isolation links.
+	EvidenceDir string
+	PinDir      string
+	// Delegated is how often Incidents are checked for steps delegated to
+	// this node (isolation, kills, captures); 2s when zero.
+	Delegated time.Duration
+	Log       *slog.Logger
 }
 
 func runAgent(ctx context.Context, o agentOptions) int {
@@ -186,6 +198,35 @@ func runAgent(ctx context.Context, o agentOptions) int {
 	}
 	syncCgroups()
 	syncRules()
+
+	// The node part of playbook steps: kernel isolation of this node's pods,
+	// process and container kills, node-side captures (responders/node).
+	local := &rnode.Local{PinDir: o.PinDir}
+	defer local.Close()
+	enf := &rnode.Enforcer{Client: c, Local: local, NodeName: *node}
+	if o.EvidenceDir != "" {
+		enf.Store = &evidence.Dir{Root: o.EvidenceDir, Node: *node}
+	}
+	go func() {
+		every := o.Delegated
+		if every <= 0 {
+			every = 2 * time.Second
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if res, err := enf.Sync(ctx); err != nil {
+				log.Warn("node responders", "err", err)
+			} else if len(res.Attached)+len(res.Released)+len(res.Delegated) > 0 {
+				log.Info("node responders", "attached", res.Attached, "released", res.Released, "delegated", res.Delegated)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(ctx) }()
