@@ -85,8 +85,9 @@ check-generated-bpf: ## fail if the committed bpf2go output differs from the C s
 	git diff --exit-code -- $(BPF_DIR)/sensors_x86_bpfel.go $(BPF_DIR)/sensors_x86_bpfel.o
 
 .PHONY: test-agent
-test-agent: ## agent tests against the real kernel (root, BTF); they fail, not skip, without them
+test-agent: ## agent tests against the real kernel (root, BTF; riposte agent also needs make testenv); they fail, not skip
 	$(GO) test -count=1 ./bpf/... ./internal/agent/...
+	$(GO) test -count=1 -run 'TestRunReports|TestAgentLoadsReadyRules' ./cmd/riposte
 
 .PHONY: fuzz-bpf
 fuzz-bpf: ## fuzz the ring-buffer record decoder for 30s
