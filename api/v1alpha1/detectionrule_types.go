@@ -203,4 +203,3 @@ type ClusterDetectionRuleList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ClusterDetectionRule `json:"items"`
 }
-

@@ -190,4 +190,3 @@ type IncidentList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Incident `json:"items"`
 }
-

@@ -225,4 +225,3 @@ type ClusterResponsePlaybookList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ClusterResponsePlaybook `json:"items"`
 }
-
