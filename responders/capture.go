@@ -19,6 +19,7 @@ import (
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/internal/redact"
 )
 
 // EvidenceStore keeps evidence bundles (evidence.Dir on a node folder or PVC).
@@ -54,37 +55,7 @@ type Capture struct {
 }
 
 // Redacted replaces values that may hold secrets.
-const Redacted = "<redacted by riposte>"
-
-// redact walks an object and blanks env values and last-applied configuration
-// (which repeats the env of the object it was applied from).
-func redact(v any) {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, child := range t {
-			if k == "env" {
-				if items, ok := child.([]any); ok {
-					for _, it := range items {
-						if m, ok := it.(map[string]any); ok {
-							if _, has := m["value"]; has {
-								m["value"] = Redacted
-							}
-						}
-					}
-				}
-			}
-			if k == "kubectl.kubernetes.io/last-applied-configuration" {
-				t[k] = Redacted
-				continue
-			}
-			redact(child)
-		}
-	case []any:
-		for _, c := range t {
-			redact(c)
-		}
-	}
-}
+const Redacted = redact.Marker
 
 func toYAML(obj any, keepSecrets bool) ([]byte, error) {
 	var m map[string]any
@@ -97,7 +68,7 @@ func toYAML(obj any, keepSecrets bool) ([]byte, error) {
 		}
 	}
 	if !keepSecrets {
-		redact(m)
+		redact.Value(m)
 	}
 	return yaml.Marshal(m)
 }

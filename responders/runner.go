@@ -270,7 +270,11 @@ func (r *Runner) runStep(ctx context.Context, inc *v1alpha1.Incident, idx int, r
 	st := &inc.Status.Steps[idx]
 	act, ok := r.Actions[req.Step.Action]
 	if !ok {
-		return r.finish(ctx, inc, idx, v1alpha1.StepFailed, fmt.Sprintf("action %q is not available in this process", req.Step.Action), Result{})
+		msg := fmt.Sprintf("action %q is not available in this process", req.Step.Action)
+		if req.Step.Action == v1alpha1.ActionCapture {
+			msg = "capture is off: the controller has no evidence store (start it with --evidence-dir)"
+		}
+		return r.finish(ctx, inc, idx, v1alpha1.StepFailed, msg, Result{})
 	}
 	if dry {
 		plan, err := act.Plan(ctx, req)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/riposte-dev/riposte/internal/controllermgr"
 	"github.com/riposte-dev/riposte/internal/objects"
+	"github.com/riposte-dev/riposte/responders"
 )
 
 func init() {
@@ -51,6 +52,11 @@ func runController(args []string) int {
 	fs.BoolVar(&opts.DisableSourcePods, "disable-source-pods", false, "Do not resolve audit source IPs to pods (saves watching every pod and Service).")
 	fs.Float64Var(&opts.Incident.WriteQPS, "incident-write-qps", 20, "Incident API writes per second.")
 	fs.IntVar(&opts.Incident.WriteBurst, "incident-write-burst", 40, "Incident API write burst.")
+	fs.BoolVar(&opts.Response.Disable, "disable-response", false, "Write Incidents but run no playbooks.")
+	fs.BoolVar(&opts.Response.DryRun, "dry-run", false, "Run every playbook as a dry run: steps record what they would do and change nothing.")
+	fs.StringSliceVar(&opts.Response.ProtectedNamespaces, "protected-namespaces", responders.DefaultProtectedNamespaces, "Namespaces playbooks may act in only when they opt in (the controller's own is always protected).")
+	fs.StringVar(&opts.Response.EvidenceDir, "evidence-dir", "", "Folder (a mounted volume) for capture bundles; empty disables the capture action.")
+	fs.StringVar(&opts.Response.Node, "node-name", os.Getenv("NODE_NAME"), "This pod's node, named in evidence locations.")
 	fs.IntVar(&verbosity, "v", 0, "Log verbosity.")
 	if err := fs.Parse(args); err != nil {
 		if err == pflag.ErrHelp {

@@ -30,6 +30,7 @@ var (
 	shared      *cluster.Cluster
 	k8s         client.Client
 	webhookAddr string
+	evidenceDir string
 )
 
 const (
@@ -72,6 +73,7 @@ func run(m *testing.M) int {
 		}
 		return p
 	}
+	evidenceDir = filepath.Join(dir, "evidence")
 	certFile, keyFile, caFile := write("audit.crt", serving.Cert), write("audit.key", serving.Key), write("ca.crt", ca.Cert)
 	auditURL := "https://" + auditAddr + "/audit"
 	kc := clientcmdapi.NewConfig()
@@ -142,6 +144,7 @@ func run(m *testing.M) int {
 			AuditKeyFile:      keyFile,
 			AuditClientCAFile: caFile,
 			Audit:             audit.Options{},
+			Response:          controllermgr.Response{EvidenceDir: evidenceDir, Node: "e2e-node"},
 			Log:               log,
 		})
 	}()

@@ -18,6 +18,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -32,11 +33,13 @@ import (
 	"github.com/riposte-dev/riposte/engine/enrich"
 	"github.com/riposte-dev/riposte/internal/audit"
 	"github.com/riposte-dev/riposte/internal/controller"
+	"github.com/riposte-dev/riposte/internal/evidence"
 	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/objects"
 	"github.com/riposte-dev/riposte/internal/rollout"
 	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
+	"github.com/riposte-dev/riposte/responders"
 )
 
 // Options configure the controller process.
@@ -83,7 +86,26 @@ type Options struct {
 
 	Incident incident.Options
 
+	Response Response
+
 	Log logr.Logger
+}
+
+// Response configures how the controller runs playbooks for Incidents.
+type Response struct {
+	// Disable turns response off: Incidents are written, playbooks not run.
+	Disable bool
+	// DryRun turns every playbook into a dry run: each step records what it
+	// would have done (phase DryRun) and changes nothing.
+	DryRun bool
+	// ProtectedNamespaces replaces responders.DefaultProtectedNamespaces when
+	// not nil; the controller's own namespace is always protected.
+	ProtectedNamespaces []string
+	// EvidenceDir is where capture writes bundles (a mounted volume); empty
+	// leaves capture out, and a playbook asking for it fails that step.
+	EvidenceDir string
+	// Node names this controller's node in evidence locations (node:path).
+	Node string
 }
 
 // Scheme holds every type the controller reads or writes.
@@ -161,6 +183,12 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	// the same matches twice.
 	if err := mgr.Add(manager.RunnableFunc(writer.Run)); err != nil {
 		return err
+	}
+
+	if !opts.Response.Disable {
+		if err := setupResponse(mgr, cfg, opts); err != nil {
+			return err
+		}
 	}
 
 	// The certificate manager reads one Secret and one webhook
@@ -274,6 +302,32 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 
 	log.Info("starting controller", "namespace", opts.Namespace, "webhook", opts.WebhookAddr, "audit", opts.AuditAddr)
 	return mgr.Start(ctx)
+}
+
+// setupResponse registers the Incident reconciler, which runs the playbooks
+// named by each Incident through the responders.
+func setupResponse(mgr ctrl.Manager, cfg *rest.Config, opts Options) error {
+	ro := opts.Response
+	deps := responders.Deps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("create clientset: %w", err)
+	}
+	deps.Logs = responders.ClientsetLogs{Clientset: cs}
+	if ro.EvidenceDir != "" {
+		deps.Store = &evidence.Dir{Root: ro.EvidenceDir, Node: ro.Node}
+	}
+	runner := &responders.Runner{
+		Client:              mgr.GetClient(),
+		Actions:             responders.Defaults(deps),
+		DryRun:              ro.DryRun,
+		ProtectedNamespaces: ro.ProtectedNamespaces,
+		OwnNamespace:        opts.Namespace,
+	}
+	if err := (&controller.IncidentReconciler{Client: mgr.GetClient(), Runner: runner}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up incident reconciler: %w", err)
+	}
+	return nil
 }
 
 func orOff(addr string) string {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/internal/redact"
 )
 
 // Defaults for Options.
@@ -46,6 +47,9 @@ const (
 const (
 	RuleLabel     = "riposte.dev/rule"
 	RuleKindLabel = "riposte.dev/rule-kind"
+	// RuleNamespaceLabel is set for a DetectionRule: spec.rule reads
+	// namespace/name, which is not a valid label value.
+	RuleNamespaceLabel = "riposte.dev/rule-namespace"
 )
 
 // Options tune a Writer. Zero values take the defaults.
@@ -260,7 +264,8 @@ func objectName(rule, suffix string) string {
 	return base + "-" + suffix
 }
 
-// sample renders an event for status.sampleEvents, bounded in size.
+// sample renders an event for status.sampleEvents, bounded in size, with env
+// values and Secret data redacted.
 func sample(ev *engine.Event) runtime.RawExtension {
 	b, err := json.Marshal(ev)
 	if err == nil && len(b) > maxSampleBytes {
@@ -272,7 +277,8 @@ func sample(ev *engine.Event) runtime.RawExtension {
 	if err != nil || len(b) > maxSampleBytes {
 		b = []byte(fmt.Sprintf(`{"kind":%q,"time":%q,"truncated":true}`, ev.Kind, ev.Time.Format(time.RFC3339Nano)))
 	}
-	return runtime.RawExtension{Raw: b}
+	// Incidents are read by more people than Secrets and pod specs are.
+	return runtime.RawExtension{Raw: redact.JSON(b)}
 }
 
 // sweep drops windows that have ended and have nothing left to write.
@@ -360,7 +366,7 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		inc := &v1alpha1.Incident{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: win.name, Namespace: win.ns,
-				Labels: map[string]string{RuleLabel: labelValue(spec.Rule), RuleKindLabel: spec.RuleKind},
+				Labels: ruleLabels(spec),
 			},
 			Spec: spec,
 		}
@@ -417,6 +423,17 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 }
 
 // labelValue fits a rule name into a label value (63 characters).
+func ruleLabels(spec v1alpha1.IncidentSpec) map[string]string {
+	l := map[string]string{RuleKindLabel: spec.RuleKind}
+	if ns, name, ok := strings.Cut(spec.Rule, "/"); ok {
+		l[RuleNamespaceLabel] = ns
+		l[RuleLabel] = labelValue(name)
+	} else {
+		l[RuleLabel] = labelValue(spec.Rule)
+	}
+	return l
+}
+
 func labelValue(s string) string {
 	if len(s) > 63 {
 		s = s[:63]

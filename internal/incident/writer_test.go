@@ -2,26 +2,59 @@ package incident
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/test/cluster"
 )
 
-func scheme(t *testing.T) *runtime.Scheme {
+// The writer is tested against a real kube-apiserver with the riposte CRDs:
+// it validates names, labels and status the way production does.
+var kc client.Client
+
+func TestMain(m *testing.M) {
+	os.Exit(cluster.Main(m, cluster.Options{}, func(c *cluster.Cluster) {
+		if _, err := c.InstallCRDs(context.Background(), "../../config/crd/bases"); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: install CRDs:", err)
+			os.Exit(1)
+		}
+		s := runtime.NewScheme()
+		_ = v1alpha1.AddToScheme(s)
+		_ = corev1.AddToScheme(s)
+		var err error
+		if kc, err = client.New(c.AdminConfig(), client.Options{Scheme: s}); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL:", err)
+			os.Exit(1)
+		}
+	}))
+}
+
+var nsSeq atomic.Int32
+
+// namespaces creates fresh namespaces for one test, so tests sharing the API
+// server never see each other's Incidents.
+func namespaces(t testing.TB, n int) []string {
 	t.Helper()
-	s := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		t.Fatal(err)
+	var out []string
+	for range n {
+		name := fmt.Sprintf("inc-%d", nsSeq.Add(1))
+		if err := kc.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, name)
 	}
-	return s
+	return out
 }
 
 func compile(t *testing.T, name, ns string, spec v1alpha1.DetectionRuleSpec) *engine.Rule {
@@ -32,6 +65,8 @@ func compile(t *testing.T, name, ns string, spec v1alpha1.DetectionRuleSpec) *en
 	}
 	return r
 }
+
+func saUser(ns string) string { return "system:serviceaccount:" + ns + ":api" }
 
 func ssarEvent(user string) engine.Event {
 	ev := engine.Event{Kind: engine.KindAudit, Time: time.Unix(1700000000, 0)}
@@ -49,14 +84,16 @@ type fakeClock struct{ t time.Time }
 func (c *fakeClock) now() time.Time { return c.t }
 
 func TestRepeatedMatchesInWindowFoldIntoOneIncident(t *testing.T) {
-	c := fake.NewClientBuilder().WithScheme(scheme(t)).WithStatusSubresource(&v1alpha1.Incident{}).Build()
+	ns := namespaces(t, 2)
+	own, shop := ns[0], ns[1]
+	c := kc
 	clock := &fakeClock{t: time.Unix(1700000000, 0)}
-	w := NewWriter(c, logr.Discard(), Options{Namespace: "riposte-system", Now: clock.now, WriteQPS: 1000})
+	w := NewWriter(c, logr.Discard(), Options{Namespace: own, Now: clock.now, WriteQPS: 1000})
 	rule := compile(t, "sa-ssar", "", v1alpha1.DetectionRuleSpec{
 		Source: "audit", Severity: "medium", Condition: `audit.verb == "create"`,
 		Throttle: &v1alpha1.Throttle{Window: metav1.Duration{Duration: time.Minute}, Key: []string{"audit.user.username"}},
 	})
-	ev := ssarEvent("system:serviceaccount:shop:api")
+	ev := ssarEvent(saUser(shop))
 	ctx := context.Background()
 	for i := range 100 {
 		w.Record(engine.Match{Rule: rule, Output: "out"}, &ev)
@@ -68,7 +105,7 @@ func TestRepeatedMatchesInWindowFoldIntoOneIncident(t *testing.T) {
 	w.Flush(ctx)
 
 	var list v1alpha1.IncidentList
-	if err := c.List(ctx, &list); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(shop)); err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Items) != 1 {
@@ -78,11 +115,11 @@ func TestRepeatedMatchesInWindowFoldIntoOneIncident(t *testing.T) {
 	if inc.Status.Count != 100 {
 		t.Errorf("count = %d, want 100", inc.Status.Count)
 	}
-	if inc.Namespace != "shop" {
-		t.Errorf("namespace = %q, want the service account's namespace shop", inc.Namespace)
+	if inc.Namespace != shop {
+		t.Errorf("namespace = %q, want the service account's namespace %s", inc.Namespace, shop)
 	}
 	s := inc.Spec.Subject
-	if s.User != "system:serviceaccount:shop:api" || s.ServiceAccount != "api" || s.Verb != "create" || len(s.SourceIPs) != 1 || s.SourceIPs[0] != "10.0.0.7" {
+	if s.User != saUser(shop) || s.ServiceAccount != "api" || s.Verb != "create" || len(s.SourceIPs) != 1 || s.SourceIPs[0] != "10.0.0.7" {
 		t.Errorf("subject = %+v", s)
 	}
 	if got := len(inc.Status.SampleEvents); got != DefaultMaxSamples {
@@ -100,7 +137,7 @@ func TestRepeatedMatchesInWindowFoldIntoOneIncident(t *testing.T) {
 	clock.t = clock.t.Add(2 * time.Minute)
 	w.Record(engine.Match{Rule: rule}, &ev)
 	w.Flush(ctx)
-	if err := c.List(ctx, &list); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(shop)); err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Items) != 2 {
@@ -109,28 +146,39 @@ func TestRepeatedMatchesInWindowFoldIntoOneIncident(t *testing.T) {
 }
 
 func TestIncidentNamespace(t *testing.T) {
+	ns := namespaces(t, 3)
+	own, shop, team := ns[0], ns[1], ns[2]
 	clusterRule := compile(t, "any", "", v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: "true"})
-	nsRule := compile(t, "mine", "team-a", v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: "true"})
+	// A namespaced rule's name is namespace/name, not a valid label value:
+	// the real API server refuses such a label, so this also proves the
+	// Incident's labels are valid.
+	nsRule := compile(t, "mine", team, v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: "true"})
 	human := ssarEvent("alice@example.com")
-	sa := ssarEvent("system:serviceaccount:shop:api")
+	sa := ssarEvent(saUser(shop))
 	for _, tc := range []struct {
-		name string
-		rule *engine.Rule
-		ev   engine.Event
-		want string
+		name   string
+		rule   *engine.Rule
+		ev     engine.Event
+		want   string
+		labels map[string]string
 	}{
-		{"cluster-level subject goes to the controller namespace", clusterRule, human, "riposte-system"},
-		{"service account subject goes to its namespace", clusterRule, sa, "shop"},
-		{"namespaced rule keeps its incidents", nsRule, sa, "team-a"},
+		{"cluster-level subject goes to the controller namespace", clusterRule, human, own,
+			map[string]string{RuleLabel: "any", RuleKindLabel: "ClusterDetectionRule"}},
+		{"service account subject goes to its namespace", clusterRule, sa, shop,
+			map[string]string{RuleLabel: "any", RuleKindLabel: "ClusterDetectionRule"}},
+		{"namespaced rule keeps its incidents", nsRule, sa, team,
+			map[string]string{RuleLabel: "mine", RuleNamespaceLabel: team, RuleKindLabel: "DetectionRule"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := fake.NewClientBuilder().WithScheme(scheme(t)).WithStatusSubresource(&v1alpha1.Incident{}).Build()
-			w := NewWriter(c, logr.Discard(), Options{Namespace: "riposte-system", WriteQPS: 1000})
+			w := NewWriter(kc, logr.Discard(), Options{Namespace: own, WriteQPS: 1000})
 			w.Record(engine.Match{Rule: tc.rule}, &tc.ev)
 			w.Flush(context.Background())
 			var list v1alpha1.IncidentList
-			if err := c.List(context.Background(), &list, client.InNamespace(tc.want)); err != nil || len(list.Items) != 1 {
-				t.Fatalf("incidents in %s: %d, %v", tc.want, len(list.Items), err)
+			if err := kc.List(context.Background(), &list, client.InNamespace(tc.want), client.MatchingLabels(tc.labels)); err != nil || len(list.Items) != 1 {
+				t.Fatalf("incidents in %s labelled %v: %d, %v", tc.want, tc.labels, len(list.Items), err)
+			}
+			if err := kc.DeleteAllOf(context.Background(), &v1alpha1.Incident{}, client.InNamespace(tc.want)); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
@@ -139,10 +187,8 @@ func TestIncidentNamespace(t *testing.T) {
 // BenchmarkRecordFolded is the cost of a match that folds into an open
 // Incident: the hot path of a noisy rule.
 func BenchmarkRecordFolded(b *testing.B) {
-	s := runtime.NewScheme()
-	_ = v1alpha1.AddToScheme(s)
-	c := fake.NewClientBuilder().WithScheme(s).WithStatusSubresource(&v1alpha1.Incident{}).Build()
-	w := NewWriter(c, logr.Discard(), Options{Namespace: "riposte-system"})
+	// Folding never writes: the client is not called on this path.
+	w := NewWriter(kc, logr.Discard(), Options{Namespace: "riposte-system"})
 	r, err := engine.Compile("sa-ssar", "", &v1alpha1.DetectionRuleSpec{
 		Source: "audit", Severity: "medium", Condition: `audit.verb == "create"`,
 		Throttle: &v1alpha1.Throttle{Window: metav1.Duration{Duration: time.Hour}, Key: []string{"audit.user.username"}},
@@ -163,15 +209,17 @@ func BenchmarkRecordFolded(b *testing.B) {
 // An Incident deleted while its window is open is created again by the
 // next match, with the whole count.
 func TestDeletedIncidentIsRecreated(t *testing.T) {
-	c := fake.NewClientBuilder().WithScheme(scheme(t)).WithStatusSubresource(&v1alpha1.Incident{}).Build()
-	w := NewWriter(c, logr.Discard(), Options{Namespace: "riposte-system", WriteQPS: 1000})
+	ns := namespaces(t, 2)
+	own, shop := ns[0], ns[1]
+	c := kc
+	w := NewWriter(c, logr.Discard(), Options{Namespace: own, WriteQPS: 1000})
 	rule := compile(t, "r", "", v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: "true"})
-	ev := ssarEvent("system:serviceaccount:shop:api")
+	ev := ssarEvent(saUser(shop))
 	ctx := context.Background()
 	w.Record(engine.Match{Rule: rule}, &ev)
 	w.Flush(ctx)
 	var list v1alpha1.IncidentList
-	if err := c.List(ctx, &list); err != nil || len(list.Items) != 1 {
+	if err := c.List(ctx, &list, client.InNamespace(shop)); err != nil || len(list.Items) != 1 {
 		t.Fatalf("%d incidents, %v", len(list.Items), err)
 	}
 	if err := c.Delete(ctx, &list.Items[0]); err != nil {
@@ -180,7 +228,7 @@ func TestDeletedIncidentIsRecreated(t *testing.T) {
 	w.Record(engine.Match{Rule: rule}, &ev)
 	w.Flush(ctx) // the patch finds it gone
 	w.Flush(ctx) // and the retry creates it
-	if err := c.List(ctx, &list); err != nil || len(list.Items) != 1 || list.Items[0].Status.Count != 2 {
+	if err := c.List(ctx, &list, client.InNamespace(shop)); err != nil || len(list.Items) != 1 || list.Items[0].Status.Count != 2 {
 		t.Fatalf("after delete: %d incidents (%v), want 1 with count 2", len(list.Items), err)
 	}
 }
