@@ -9,8 +9,8 @@ if [[ -n "$left" ]]; then
 	echo "$left" >&2
 	status=1
 fi
-# test/cluster names its temp dirs so; Stop removes them.
-dirs=$(compgen -G "${TMPDIR:-/tmp}/riposte-cluster-*" || true)
+# test/cluster and test/stack name their temp dirs so; Stop removes them.
+dirs=$(compgen -G "${TMPDIR:-/tmp}/riposte-cluster-*"; compgen -G "${TMPDIR:-/tmp}/riposte-stack-*" || true)
 if [[ -n "$dirs" ]]; then
 	echo "check-leftovers: temp dirs left behind by the tests:" >&2
 	echo "$dirs" >&2

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
+	"github.com/riposte-dev/riposte/test/stack"
 )
 
 // badCEL misspells objectRef.resource on its second line.
@@ -35,28 +35,9 @@ func auditRule(name, condition string) *v1alpha1.ClusterDetectionRule {
 // certificate manager must fill it in.
 func registerWebhook(t *testing.T, ctx context.Context) {
 	t.Helper()
-	url := "https://" + webhookAddr + rwebhook.Path
-	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
-	cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: webhookConfig},
-		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
-			Name:                    "rules.riposte.dev",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url},
-			AdmissionReviewVersions: []string{"v1"},
-			SideEffects:             &none,
-			FailurePolicy:           &fail,
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{"riposte.dev"}, APIVersions: []string{"v1alpha1"},
-					Resources: []string{"detectionrules", "clusterdetectionrules", "responseplaybooks", "clusterresponseplaybooks"},
-				},
-			}},
-		}},
-	}
-	if err := k8s.Create(ctx, cfg); err != nil {
-		t.Fatalf("create webhook configuration: %v", err)
+	cfg, err := env.RegisterWebhook(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cfg) })
 }
@@ -117,7 +98,7 @@ func TestInvalidCELRejectedByWebhookAndStalledWithoutIt(t *testing.T) {
 	registerWebhook(t, ctx)
 	eventually(t, 30*time.Second, "webhook serving with the patched caBundle", func() error {
 		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-		if err := k8s.Get(ctx, client.ObjectKey{Name: webhookConfig}, &cfg); err != nil {
+		if err := k8s.Get(ctx, client.ObjectKey{Name: stack.WebhookConfig}, &cfg); err != nil {
 			return err
 		}
 		if len(cfg.Webhooks[0].ClientConfig.CABundle) == 0 {

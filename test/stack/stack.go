@@ -1,0 +1,290 @@
+// Package stack runs riposte's controller the way a cluster runs it, on the
+// real control plane of test/cluster: kube-apiserver posts its audit events
+// to the controller's audit endpoint (authenticated by a client certificate),
+// the controller runs as its ServiceAccount with exactly the RBAC of
+// config/rbac, and the admission webhook can be registered with the API
+// server. The controller's end-to-end tests and the cluster demo of
+// `make run` use it.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/riposte-dev/riposte/internal/certs"
+	"github.com/riposte-dev/riposte/internal/controllermgr"
+	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
+	"github.com/riposte-dev/riposte/test/cluster"
+)
+
+// Names the stack uses, as config/ does.
+const (
+	Namespace      = "riposte-system"
+	ServiceAccount = "riposte-controller"
+	CertSecret     = "riposte-controller-cert"
+	WebhookConfig  = "riposte-validating-webhook"
+)
+
+// Options choose what to start.
+type Options struct {
+	// Root is the repository root (config/ is read from it); default: the
+	// nearest parent of the working directory holding config/crd/bases.
+	Root string
+	// ControllerManager also starts kube-controller-manager.
+	ControllerManager bool
+	// Response configures the controller's playbook runner; EvidenceDir
+	// defaults to a folder in the stack's temp dir.
+	Response controllermgr.Response
+	// Log receives the controller's log (default: discarded).
+	Log logr.Logger
+}
+
+// Stack is a running control plane with riposte's controller.
+type Stack struct {
+	Cluster *cluster.Cluster
+	// Client is an admin client with riposte's types.
+	Client client.Client
+	// WebhookAddr is the controller's admission webhook (host:port).
+	WebhookAddr string
+	// EvidenceDir holds the capture bundles.
+	EvidenceDir string
+
+	dir    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start brings everything up; on error nothing is left running.
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	root := opts.Root
+	if root == "" {
+		if root, err = findRoot(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "riposte-stack-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{dir: dir}
+	defer func() {
+		if err != nil {
+			_ = s.Stop()
+		}
+	}()
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, fmt.Errorf("pick ports: %w", err)
+	}
+	auditAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	s.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+
+	// The audit endpoint's PKI: a serving certificate for 127.0.0.1 and the
+	// client certificate kube-apiserver presents.
+	ca, err := certs.NewCA("riposte-audit-ca")
+	if err != nil {
+		return nil, err
+	}
+	serving, err := ca.Serving("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	apiClient, err := ca.Client("kube-apiserver")
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{"audit.crt", serving.Cert}, {"audit.key", serving.Key}, {"ca.crt", ca.Cert}} {
+		p := filepath.Join(dir, f.name)
+		if err := os.WriteFile(p, f.b, 0o600); err != nil {
+			return nil, err
+		}
+		files = append(files, p)
+	}
+	auditURL := "https://" + auditAddr + "/audit"
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["audit"] = &clientcmdapi.Cluster{Server: auditURL, CertificateAuthorityData: ca.Cert}
+	kc.AuthInfos["apiserver"] = &clientcmdapi.AuthInfo{ClientCertificateData: apiClient.Cert, ClientKeyData: apiClient.Key}
+	kc.Contexts["audit"] = &clientcmdapi.Context{Cluster: "audit", AuthInfo: "apiserver"}
+	kc.CurrentContext = "audit"
+	kubeconfig := filepath.Join(dir, "audit-webhook.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
+		return nil, err
+	}
+
+	c, err := cluster.Start(ctx, cluster.Options{
+		ControllerManager: opts.ControllerManager,
+		AuditWebhook:      &cluster.AuditWebhook{URL: auditURL, CAData: ca.Cert},
+		// The harness's webhook kubeconfig carries no credentials; this one
+		// authenticates kube-apiserver with its client certificate.
+		APIServerArgs: []string{"--audit-webhook-config-file=" + kubeconfig},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start control plane: %w", err)
+	}
+	s.Cluster = c
+	if _, err := c.InstallCRDs(ctx, filepath.Join(root, "config/crd/bases")); err != nil {
+		return nil, fmt.Errorf("install CRDs: %w", err)
+	}
+	if s.Client, err = client.New(c.AdminConfig(), client.Options{Scheme: controllermgr.Scheme()}); err != nil {
+		return nil, err
+	}
+	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil {
+		return nil, fmt.Errorf("create namespace: %w", err)
+	}
+	// The controller runs as its ServiceAccount with exactly config/rbac, so
+	// a missing permission shows up here and not in a customer's cluster.
+	if out, err := c.Kubectl(ctx, "apply", "-k", filepath.Join(root, "config/rbac")).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("apply config/rbac: %w\n%s", err, out)
+	}
+	ctrlCfg, err := c.ServiceAccountConfig(ctx, Namespace, ServiceAccount)
+	if err != nil {
+		return nil, err
+	}
+
+	resp := opts.Response
+	if resp.EvidenceDir == "" {
+		resp.EvidenceDir = filepath.Join(dir, "evidence")
+	}
+	s.EvidenceDir = resp.EvidenceDir
+	run, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan error, 1)
+	go func() {
+		s.done <- controllermgr.Run(run, ctrlCfg, controllermgr.Options{
+			Namespace:         Namespace,
+			CertSecret:        CertSecret,
+			CertHosts:         []string{"127.0.0.1"},
+			WebhookAddr:       s.WebhookAddr,
+			WebhookConfig:     WebhookConfig,
+			AuditAddr:         auditAddr,
+			AuditCertFile:     files[0],
+			AuditKeyFile:      files[1],
+			AuditClientCAFile: files[2],
+			Response:          resp,
+			Log:               opts.Log,
+		})
+	}()
+	// The controller is up when its audit endpoint answers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			return nil, fmt.Errorf("controller stopped: %v", err)
+		default:
+		}
+		if conn, err := net.DialTimeout("tcp", auditAddr, time.Second); err == nil {
+			conn.Close()
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("the controller's audit endpoint did not come up within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// RegisterWebhook points a ValidatingWebhookConfiguration for the rule and
+// playbook kinds at the controller, without a caBundle: the controller's
+// certificate manager fills it in. The returned object is for deleting it.
+func (s *Stack) RegisterWebhook(ctx context.Context) (*admissionregistrationv1.ValidatingWebhookConfiguration, error) {
+	url := "https://" + s.WebhookAddr + rwebhook.Path
+	fail := admissionregistrationv1.Fail
+	none := admissionregistrationv1.SideEffectClassNone
+	cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: WebhookConfig},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name:                    "rules.riposte.dev",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url},
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             &none,
+			FailurePolicy:           &fail,
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups: []string{"riposte.dev"}, APIVersions: []string{"v1alpha1"},
+					Resources: []string{"detectionrules", "clusterdetectionrules", "responseplaybooks", "clusterresponseplaybooks"},
+				},
+			}},
+		}},
+	}
+	if err := s.Client.Create(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("create webhook configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// Stop stops the controller, then the control plane, and removes the files.
+func (s *Stack) Stop() error {
+	var errs []error
+	if s.cancel != nil {
+		s.cancel()
+		select {
+		case err := <-s.done:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("controller: %w", err))
+			}
+		case <-time.After(15 * time.Second):
+			errs = append(errs, errors.New("the controller did not stop within 15 s"))
+		}
+		s.cancel = nil
+	}
+	if s.Cluster != nil {
+		errs = append(errs, s.Cluster.Stop())
+		s.Cluster = nil
+	}
+	errs = append(errs, os.RemoveAll(s.dir))
+	return errors.Join(errs...)
+}
+
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "config/crd/bases")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no parent of the working directory holds config/crd/bases; set stack.Options.Root")
+		}
+		dir = parent
+	}
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
