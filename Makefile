@@ -22,6 +22,9 @@ run: build ## the story: rules over a recorded intrusion, then the host agent (e
 	$(BIN)/riposte replay --rules rules test/fixtures/attack.jsonl
 	@echo
 	@bash hack/run-agent-demo.sh $(BIN)/riposte
+	@echo
+	@echo "== 3. the cluster: riposte controller on a real kube-apiserver (built once from pinned modules: ~10 min the first time)"
+	@RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) run ./hack/cluster-demo
 
 .PHONY: test
 test: testenv build check ## every test: unit, property, fuzz seeds, real kernel, real control plane; rule library; vet and staticcheck

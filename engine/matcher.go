@@ -1,6 +1,9 @@
 package engine
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Match is one rule matching one event.
 type Match struct {
@@ -80,7 +83,10 @@ func addTo[K comparable](m *map[K][]*Rule, keys []K, r *Rule) {
 	if *m == nil {
 		*m = map[K][]*Rule{}
 	}
-	for _, k := range keys {
+	for i, k := range keys {
+		if slices.Contains(keys[:i], k) {
+			continue // a key listed twice must not make the rule a candidate twice
+		}
 		(*m)[k] = append((*m)[k], r)
 	}
 }
@@ -247,6 +253,9 @@ func leadingDirs(p string) (d1, d2 string) {
 // pathDirs maps path prefixes to index keys: each prefix must contain at
 // least one whole directory, and is filed under its deepest of the first two.
 // A prefix like "/et" cannot be indexed and the rule stays always-candidate.
+// Match looks an event up under both of its leading directories, so a rule
+// must never be filed under a directory and one of its subdirectories (it
+// would be a candidate twice): the directory alone covers both.
 func pathDirs(prefixes []string) ([]string, bool) {
 	if prefixes == nil {
 		return nil, false
@@ -263,5 +272,12 @@ func pathDirs(prefixes []string) ([]string, bool) {
 			return nil, false
 		}
 	}
-	return out, true
+	keys := out[:0:0]
+	for _, k := range out {
+		if d1, d2 := leadingDirs(k); d2 != "" && slices.Contains(out, d1) {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys, true
 }

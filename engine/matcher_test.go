@@ -49,7 +49,7 @@ func lit(v any) string {
 // constraint analysis understands, or from forms it must ignore.
 func randomAtom(r *rand.Rand) string {
 	kinds := AllKinds()
-	switch r.IntN(22) {
+	switch r.IntN(24) {
 	case 0:
 		return "event.kind == " + lit(string(pick(r, kinds)))
 	case 1:
@@ -92,6 +92,11 @@ func randomAtom(r *rand.Rand) string {
 		return "pod.namespace == " + lit(pick(r, poolNS))
 	case 20:
 		return `event.process.binary == ` + lit(pick(r, poolBinaries))
+	case 21:
+		// Lists may repeat an entry or name paths of one directory.
+		return "file.path in " + quoteList(r, poolPaths)
+	case 22:
+		return "file.path.startsWith(" + lit(pick(r, poolPrefixes)) + ") || file.path.startsWith(" + lit(pick(r, poolPrefixes)) + ")"
 	default:
 		return "process.uid == 0"
 	}

@@ -161,7 +161,7 @@ type IncidentStatus struct {
 // +kubebuilder:printcolumn:name="Severity",type=string,JSONPath=`.spec.severity`
 // +kubebuilder:printcolumn:name="Rule",type=string,JSONPath=`.spec.rule`
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.subject.pod`
-// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.subject.user`,priority=1
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.subject.user`
 // +kubebuilder:printcolumn:name="Count",type=integer,JSONPath=`.status.count`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Last Seen",type=date,JSONPath=`.status.lastSeen`

@@ -13,6 +13,7 @@ import (
 	"github.com/google/cel-go/common/operators"
 	"github.com/google/cel-go/common/types"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
@@ -50,7 +51,7 @@ func ProbeLSM() Enforcement {
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 	})
 	if err != nil {
-		return Enforcement{Mode: ModeKill, Reason: fmt.Sprintf("BPF LSM program load refused: %v", err)}
+		return Enforcement{Mode: ModeKill, Reason: "BPF LSM program load refused: " + loadError(err)}
 	}
 	defer prog.Close()
 	l, err := link.AttachLSM(link.LSMOptions{Program: prog})
@@ -59,6 +60,17 @@ func ProbeLSM() Enforcement {
 	}
 	l.Close()
 	return Enforcement{Mode: ModeLSM}
+}
+
+// loadError names why the kernel refused a program. cilium/ebpf appends a
+// MEMLOCK hint to every EPERM, which misleads here: BPF memory is
+// memcg-accounted on the kernels riposte supports, and an EPERM for an LSM
+// program means the kernel or its lockdown does not allow BPF LSM.
+func loadError(err error) string {
+	if errors.Is(err, unix.EPERM) {
+		return "operation not permitted (EPERM): the kernel does not allow BPF LSM programs here (lockdown, a container's seccomp or a missing lsm=bpf boot parameter)"
+	}
+	return err.Error()
 }
 
 // enforcementGauge says which enforcement the agent has: 1 for the mode in use.

@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/fluxcd/pkg/runtime/events"
@@ -344,7 +346,10 @@ func serveTLS(addr string, h http.Handler, cfg *tls.Config, log logr.Logger) fun
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
-		srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+		srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+			// TLS handshake failures (probes, scanners) go to the log at V(1)
+			// instead of the process's stderr.
+			ErrorLog: stdlog.New(logWriter{log.V(1)}, "", 0)}
 		go func() {
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -357,6 +362,14 @@ func serveTLS(addr string, h http.Handler, cfg *tls.Config, log logr.Logger) fun
 		}
 		return nil
 	}
+}
+
+// logWriter adapts the standard library's server error log to logr.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // nonLeader runs on every replica, leader or not: admission must answer

@@ -24,6 +24,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/internal/certs"
 	"github.com/riposte-dev/riposte/internal/controllermgr"
 	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
@@ -45,6 +46,9 @@ type Options struct {
 	Root string
 	// ControllerManager also starts kube-controller-manager.
 	ControllerManager bool
+	// AuditPolicy is the kube-apiserver audit policy; default: the shipped
+	// config/audit/policy.yaml.
+	AuditPolicy string
 	// Response configures the controller's playbook runner; EvidenceDir
 	// defaults to a folder in the stack's temp dir.
 	Response controllermgr.Response
@@ -128,8 +132,17 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
+	policy := opts.AuditPolicy
+	if policy == "" {
+		b, err := os.ReadFile(filepath.Join(root, "config/audit/policy.yaml"))
+		if err != nil {
+			return nil, err
+		}
+		policy = string(b)
+	}
 	c, err := cluster.Start(ctx, cluster.Options{
 		ControllerManager: opts.ControllerManager,
+		AuditPolicy:       policy,
 		AuditWebhook:      &cluster.AuditWebhook{URL: auditURL, CAData: ca.Cert},
 		// The harness's webhook kubeconfig carries no credentials; this one
 		// authenticates kube-apiserver with its client certificate.
@@ -227,7 +240,24 @@ func (s *Stack) RegisterWebhook(ctx context.Context) (*admissionregistrationv1.V
 	if err := s.Client.Create(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("create webhook configuration: %w", err)
 	}
-	return cfg, nil
+	// Ready when the API server, with the caBundle the controller filled
+	// in, gets an answer from the webhook: a server-side dry run of a
+	// valid rule is admitted.
+	probe := &v1alpha1.ClusterDetectionRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "riposte-webhook-probe"},
+		Spec:       v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: `audit.verb == "get"`},
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := s.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if err == nil {
+			return cfg, nil
+		}
+		if time.Now().After(deadline) {
+			return cfg, fmt.Errorf("the API server cannot reach the admission webhook after 30 s: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Stop stops the controller, then the control plane, and removes the files.
