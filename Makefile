@@ -42,14 +42,14 @@ $(STATICCHECK):
 	mv $(BIN)/staticcheck $@
 
 .PHONY: check
-check: $(STATICCHECK) ## gofmt, go vet and staticcheck
+check: $(STATICCHECK) check-generated-bpf ## gofmt, go vet, staticcheck, committed eBPF objects match their C sources
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
 .PHONY: bench
 bench: ## the benchmarks behind docs/benchmarks.md
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/...
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/... ./internal/audit ./internal/incident
 
 .PHONY: fuzz
 fuzz: ## fuzz the event decoder, the compiler and the rule loader for 60 s each (seed corpora run in make test)
@@ -66,7 +66,7 @@ $(CONTROLLER_GEN):
 	mv $(BIN)/controller-gen $@
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## regenerate deepcopy, CRDs and bpf2go output
+generate: $(CONTROLLER_GEN) generate-bpf ## regenerate deepcopy, CRDs and bpf2go output
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 

@@ -175,4 +175,9 @@ func TestCompileExplain(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "filter: kind in [exec] && basename in [ash,bash,busybox,csh,dash,ksh,sh,tcsh,zsh] && in a container") {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
+	// The kernel's side: the union of the rules' filters, slot by slot.
+	want := "slot 0 [shell-in-container]: kind in [exec] && mount namespace is not the host's && exec basename in [ash,bash,busybox,csh,dash,ksh,sh,tcsh,zsh]"
+	if !strings.Contains(out, "kernel filter: 1 slot(s)") || !strings.Contains(out, want) {
+		t.Fatalf("no kernel filter in the explanation:\n%s", out)
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/riposte-dev/riposte/bpf"
 	"github.com/riposte-dev/riposte/engine/ruleset"
 )
 
@@ -34,6 +35,7 @@ func compileCmd(args []string) int {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)
 	}
 	failed := 0
+	var kernel []bpf.RuleConstraints
 	enc := json.NewEncoder(os.Stdout)
 	for _, r := range set.Rules {
 		if r.Err != nil {
@@ -46,6 +48,7 @@ func compileCmd(args []string) int {
 			continue
 		}
 		c := r.Compiled.Constraints()
+		kernel = append(kernel, bpf.RuleConstraints{Name: r.ID(), Constraints: c})
 		if *output == "json" {
 			_ = enc.Encode(map[string]any{"rule": r.ID(), "source": r.Spec.Source, "cost": r.Compiled.Cost(), "constraints": c})
 			continue
@@ -53,6 +56,15 @@ func compileCmd(args []string) int {
 		fmt.Printf("%s: compiled, estimated cost %d\n", r.ID(), r.Compiled.Cost())
 		if *explain {
 			fmt.Printf("    filter: %s\n", c.Explain())
+		}
+	}
+	if *explain {
+		// The union the agent loads into the kernel's maps: what passes the
+		// in-kernel prefilter at all.
+		if *output == "json" {
+			_ = enc.Encode(map[string]any{"kernelFilter": bpf.ExplainRules(kernel)})
+		} else {
+			fmt.Print("\n" + bpf.ExplainRules(kernel))
 		}
 	}
 	switch {
