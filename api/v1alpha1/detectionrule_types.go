@@ -126,7 +126,8 @@ type DetectionRuleStatus struct {
 	// +optional
 	Nodes string `json:"nodes,omitempty"`
 
-	// Matches counts matches reported since the rule was loaded.
+	// Matches is the sum of the counts of the rule's Incidents (those not
+	// deleted): how often it fired, folded matches included.
 	// +optional
 	Matches int64 `json:"matches,omitempty"`
 }
@@ -141,6 +142,7 @@ func (in *DetectionRuleStatus) GetConditions() []metav1.Condition { return in.Co
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Nodes",type=string,JSONPath=`.status.nodes`
+// +kubebuilder:printcolumn:name="Matches",type=integer,JSONPath=`.status.matches`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
@@ -176,6 +178,7 @@ type DetectionRuleList struct {
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Nodes",type=string,JSONPath=`.status.nodes`
+// +kubebuilder:printcolumn:name="Matches",type=integer,JSONPath=`.status.matches`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 

@@ -39,6 +39,7 @@ func (r *ClusterDetectionRuleReconciler) SetupWithManager(mgr ctrl.Manager) erro
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ClusterDetectionRule{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}))).
 		Watches(&v1alpha1.ClusterResponsePlaybook{}, handler.EnqueueRequestsFromMapFunc(r.rulesUsing)).
+		Watches(&v1alpha1.Incident{}, handler.EnqueueRequestsFromMapFunc(incidentRule("ClusterDetectionRule")), builder.WithPredicates(incidentCounted)).
 		Named("clusterdetectionrule")
 	if r.Rollout != nil {
 		// An agent loading or dropping rules changes every node rule's

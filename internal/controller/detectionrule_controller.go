@@ -39,6 +39,7 @@ func (r *DetectionRuleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.DetectionRule{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}))).
 		Watches(&v1alpha1.ResponsePlaybook{}, handler.EnqueueRequestsFromMapFunc(r.rulesUsing)).
+		Watches(&v1alpha1.Incident{}, handler.EnqueueRequestsFromMapFunc(incidentRule("DetectionRule")), builder.WithPredicates(incidentCounted)).
 		Named("detectionrule")
 	if r.Rollout != nil {
 		// An agent loading or dropping rules changes every node rule's

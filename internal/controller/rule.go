@@ -14,9 +14,14 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/rulecheck"
 )
 
@@ -119,6 +124,11 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 	status.ObservedGeneration = obj.GetGeneration()
 	conditions.Delete(obj, v1alpha1.StalledCondition)
 	msg := fmt.Sprintf("rule compiled (estimated cost %d) and passed %d embedded tests", rule.Cost(), len(spec.Tests))
+	matches, err := r.matches(ctx, kind, obj)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	status.Matches = matches
 
 	result := ctrl.Result{}
 	if r.Rollout != nil && needsAgents(rule) {
@@ -145,6 +155,43 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 		r.event(obj, corev1.EventTypeNormal, v1alpha1.LoadedReason, msg)
 	}
 	return result, nil
+}
+
+// matches sums the counts of the rule's Incidents (from the cache). Incident
+// changes requeue the rule (incidentRule), so the figure follows them.
+func (r *ruleReconciler) matches(ctx context.Context, kind string, obj client.Object) (int64, error) {
+	var list v1alpha1.IncidentList
+	if err := r.List(ctx, &list, client.MatchingLabels(incident.RuleSelector(kind, obj.GetNamespace(), obj.GetName()))); err != nil {
+		return 0, fmt.Errorf("list incidents of the rule: %w", err)
+	}
+	var n int64
+	for i := range list.Items {
+		n += list.Items[i].Status.Count
+	}
+	return n, nil
+}
+
+// incidentRule maps an Incident to the rule that made it, for a reconciler
+// of kind.
+func incidentRule(kind string) handler.MapFunc {
+	return func(_ context.Context, o client.Object) []reconcile.Request {
+		l := o.GetLabels()
+		if l[incident.RuleKindLabel] != kind || l[incident.RuleLabel] == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[incident.RuleNamespaceLabel], Name: l[incident.RuleLabel]}}}
+	}
+}
+
+// incidentCounted lets through the Incident events that change a rule's
+// matches: creations, deletions and count changes (not step records).
+var incidentCounted = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, ok1 := e.ObjectOld.(*v1alpha1.Incident)
+		inc, ok2 := e.ObjectNew.(*v1alpha1.Incident)
+		return ok1 && ok2 && old.Status.Count != inc.Status.Count
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 // needsAgents reports whether the rule runs on the node agents rather than

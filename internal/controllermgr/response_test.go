@@ -113,6 +113,27 @@ func TestMatchRunsPlaybookSteps(t *testing.T) {
 		}
 	}
 
+	// The rule's status counts its matches from its Incidents, and follows
+	// them when one goes away.
+	ruleMatches := func(want int64) func() error {
+		return func() error {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(rule), rule); err != nil {
+				return err
+			}
+			if rule.Status.Matches != want {
+				return fmt.Errorf("status.matches %d", rule.Status.Matches)
+			}
+			return nil
+		}
+	}
+	eventually(t, 30*time.Second, "rule status.matches 1", ruleMatches(1))
+	defer func() {
+		if err := k8s.Delete(ctx, &inc); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "rule status.matches 0 after the Incident is deleted", ruleMatches(0))
+	}()
+
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 		t.Fatal(err)
 	}

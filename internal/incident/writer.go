@@ -423,6 +423,16 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 }
 
 // labelValue fits a rule name into a label value (63 characters).
+// RuleSelector selects the Incidents of one rule: kind is DetectionRule or
+// ClusterDetectionRule, namespace is empty for a ClusterDetectionRule.
+func RuleSelector(kind, namespace, name string) map[string]string {
+	l := map[string]string{RuleKindLabel: kind, RuleLabel: labelValue(name)}
+	if namespace != "" {
+		l[RuleNamespaceLabel] = namespace
+	}
+	return l
+}
+
 func ruleLabels(spec v1alpha1.IncidentSpec) map[string]string {
 	l := map[string]string{RuleKindLabel: spec.RuleKind}
 	if ns, name, ok := strings.Cut(spec.Rule, "/"); ok {
