@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxcd/pkg/runtime/conditions"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,15 +42,7 @@ func installShippedSSARRule(t *testing.T, ctx context.Context) {
 	if err := k8s.Create(ctx, rule); err != nil && !isAlreadyExists(err) {
 		t.Fatalf("create shipped rule: %v", err)
 	}
-	eventually(t, 30*time.Second, "shipped rule Ready", func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(rule), rule); err != nil {
-			return err
-		}
-		if !conditions.IsReady(rule) {
-			return fmt.Errorf("conditions %+v", rule.Status.Conditions)
-		}
-		return nil
-	})
+	waitReady(t, ctx, rule)
 }
 
 func isAlreadyExists(err error) bool {

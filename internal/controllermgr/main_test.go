@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2/textlogger"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,6 +54,23 @@ func run(m *testing.M) int {
 		return 1
 	}
 	return code
+}
+
+// waitReady waits until obj is Ready, re-reading it into obj.
+func waitReady(t *testing.T, ctx context.Context, obj interface {
+	client.Object
+	conditions.Getter
+}) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("%s Ready", obj.GetName()), func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		if !conditions.IsReady(obj) {
+			return fmt.Errorf("conditions %+v", obj.GetConditions())
+		}
+		return nil
+	})
 }
 
 // eventually polls f until it returns nil or the timeout passes.

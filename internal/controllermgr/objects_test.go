@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxcd/pkg/runtime/conditions"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,15 +21,7 @@ func TestOwnerlessPodBecomesIncident(t *testing.T) {
 	if err := k8s.Create(ctx, rule); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "shipped object rule Ready", func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(rule), rule); err != nil {
-			return err
-		}
-		if !conditions.IsReady(rule) {
-			return fmt.Errorf("conditions %+v", rule.Status.Conditions)
-		}
-		return nil
-	})
+	waitReady(t, ctx, rule)
 	ns := "e2e-objects"
 	if err := shared.EnsureServiceAccount(ctx, ns, "default"); err != nil {
 		t.Fatal(err)

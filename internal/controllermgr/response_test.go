@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxcd/pkg/runtime/conditions"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -64,15 +63,7 @@ func TestMatchRunsPlaybookSteps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, "rule Ready", func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(rule), rule); err != nil {
-			return err
-		}
-		if !conditions.IsReady(rule) {
-			return fmt.Errorf("conditions %+v", rule.Status.Conditions)
-		}
-		return nil
-	})
+	waitReady(t, ctx, rule)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "miner", Namespace: ns, Labels: map[string]string{"app": "suspect"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox", Env: []corev1.EnvVar{{Name: "TOKEN", Value: "s3cr3t"}}}}},

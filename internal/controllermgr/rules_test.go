@@ -216,15 +216,7 @@ func TestReconcileRequestAnnotationIsHandled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), rule) })
-	eventually(t, 30*time.Second, "rule Ready", func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(rule), rule); err != nil {
-			return err
-		}
-		if !conditions.IsReady(rule) {
-			return fmt.Errorf("conditions %+v", rule.Status.Conditions)
-		}
-		return nil
-	})
+	waitReady(t, ctx, rule)
 	token := time.Now().UTC().Format(time.RFC3339Nano)
 	patch := client.MergeFrom(rule.DeepCopy())
 	rule.Annotations = map[string]string{meta.ReconcileRequestAnnotation: token}
