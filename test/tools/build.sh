@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kubectl) from the modules pinned in this folder's go.mod into
+# kubectl) and the kubelet of the real test node (test/node) from the modules
+# pinned in this folder's go.mod into
 #   <cache>/testenv/<key>/bin
 # and prints that bin path on stdout (everything else goes to stderr).
 # <key> hashes go.mod, go.sum, this script and the Go version, so the binaries are
@@ -20,7 +21,7 @@ cache="$(cd "$cache" && pwd)"
 dir="$cache/testenv/$key"
 bin="$dir/bin"
 
-if [[ -x "$bin/etcd" && -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/kubectl" ]]; then
+if [[ -x "$bin/etcd" && -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/kubectl" && -x "$bin/kubelet" ]]; then
 	echo "$bin"
 	exit 0
 fi
@@ -43,7 +44,8 @@ echo "testenv: building control plane $k8s_version into $bin (cold: ~10 min on 2
 		./etcd \
 		k8s.io/kubernetes/cmd/kube-apiserver \
 		k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kubectl
+		k8s.io/kubernetes/cmd/kubectl \
+		k8s.io/kubernetes/cmd/kubelet
 )
 rm -rf "$bin"
 mv "$tmp" "$bin"
