@@ -125,8 +125,7 @@ func run(ctx context.Context) error {
 	}
 
 	// 1. The library, as Flux or Argo CD would sync it.
-	root, _ := os.Getwd()
-	if err := kubectl("", "apply", "-R", "-f", filepath.Join(root, "rules")); err != nil {
+	if err := kubectl("", "apply", "-R", "-f", filepath.Join(s.Root, "rules")); err != nil {
 		return err
 	}
 	if err := waitReady(ctx, s.Client); err != nil {

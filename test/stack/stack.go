@@ -58,6 +58,8 @@ type Options struct {
 
 // Stack is a running control plane with riposte's controller.
 type Stack struct {
+	// Root is the repository root config/ was read from.
+	Root    string
 	Cluster *cluster.Cluster
 	// Client is an admin client with riposte's types.
 	Client client.Client
@@ -83,7 +85,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{dir: dir}
+	s := &Stack{Root: root, dir: dir}
 	defer func() {
 		if err != nil {
 			_ = s.Stop()
