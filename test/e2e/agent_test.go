@@ -93,7 +93,10 @@ func TestShellAndShadowReadInADeploymentPodBecomeIncidents(t *testing.T) {
 	one := int32(1)
 	tmpl := corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Command: []string{"sleep", "3600"}}}},
+		// The entrypoint is not busybox, so the only shell in the pod is the
+		// one kubectl exec starts (the shipped rule counts every busybox
+		// applet as a shell).
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Command: []string{"/pause"}}}},
 	}
 	node.PrepareSpec(&tmpl.Spec)
 	dep := &appsv1.Deployment{

@@ -23,7 +23,9 @@ const (
 	PauseImage = "localhost/pause:1"
 	// BusyboxImage is the workload image: /bin/busybox from busybox-static
 	// with a symlink per applet (sh, cat, sleep, wget, nc, …), /etc/passwd,
-	// /etc/group and an /etc/shadow to read. Its default command is sh.
+	// /etc/group and an /etc/shadow to read, and /pause (as in PauseImage)
+	// for an entrypoint that is not busybox: riposte sees every busybox
+	// applet's exec as an exec of /bin/busybox. Its default command is sh.
 	BusyboxImage = "localhost/busybox:1"
 )
 
@@ -52,6 +54,7 @@ func writeImages(ctx context.Context, dir, busybox string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	files = append(files, file{name: "pause", mode: 0o755, data: pause})
 	busyboxTar := filepath.Join(dir, "busybox-image.tar")
 	if err := writeArchive(busyboxTar, BusyboxImage, files, map[string]any{
 		"Cmd": []string{"sh"},
