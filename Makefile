@@ -100,3 +100,10 @@ fuzz-bpf: ## fuzz the ring-buffer record decoder for 30s
 bench-agent: ## agent benchmarks: overhead on/off, kernel drop fraction, decode, process-table memory (root)
 	$(GO) test -run '^$$' -bench AgentOverhead -benchtime 3x ./internal/agent
 	$(GO) test -run '^$$' -bench 'Decode|Memory' -benchmem ./bpf ./internal/agent/proctable
+
+# ---- the real node (test/node): Debian packages containerd runc containernetworking-plugins busybox-static
+.PHONY: e2e-node
+e2e-node: testenv ## end-to-end tests on a real node (kubelet, containerd, real pods): test/node and test/e2e (root)
+	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 20m ./test/node/ ./test/e2e/
+	@bash hack/check-leftovers.sh
