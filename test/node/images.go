@@ -70,7 +70,7 @@ func writeImages(ctx context.Context, dir, busybox string) ([]string, error) {
 func buildPause(ctx context.Context, dir string) ([]byte, error) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return nil, fmt.Errorf("%w: the go command, to build the pause program: %w", ErrMissing, err)
 	}
 	out := filepath.Join(dir, "pause")
 	cmd := exec.CommandContext(ctx, gobin, "build", "-trimpath", "-o", out, "github.com/riposte-dev/riposte/test/node/pause")
