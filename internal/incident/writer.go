@@ -87,19 +87,22 @@ type Writer struct {
 
 // window is one Incident being folded into.
 type window struct {
-	key      string
-	name     string
-	ns       string
-	spec     v1alpha1.IncidentSpec
-	until    time.Time
-	first    time.Time
-	last     time.Time
-	count    int64
-	base     int64 // count already in the object when we found it (restart)
-	samples  []runtime.RawExtension
-	created  bool
-	queued   bool
-	failures int // consecutive failed writes
+	key     string
+	name    string
+	ns      string
+	spec    v1alpha1.IncidentSpec
+	until   time.Time
+	first   time.Time
+	last    time.Time
+	count   int64
+	base    int64 // count already in the object when we found it (restart)
+	samples []runtime.RawExtension
+	created bool
+	queued  bool
+	// subjectFilled: a later match filled in identity the first lacked;
+	// spec.subject is patched at the next write.
+	subjectFilled bool
+	failures      int // consecutive failed writes
 }
 
 type metrics struct {
@@ -179,6 +182,9 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 	}
 	win.count++
 	win.last = now
+	if backfill(&win.spec.Subject, &subject) {
+		win.subjectFilled = true
+	}
 	if len(win.samples) < w.opts.MaxSamples {
 		win.samples = append(win.samples, sample(ev))
 	}
@@ -186,6 +192,40 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 		win.queued = true
 		w.dirty = append(w.dirty, win)
 	}
+}
+
+// backfill completes dst's identity from src, a later match of the same
+// Incident, and reports whether it changed anything. A container's first
+// process can run before the kubelet reports the container's status, so the
+// first match may know the container id and pod but not the container's
+// name and image; the next one does. Fields are only filled, never changed,
+// and only from a match of the same container (or, for pod-level fields,
+// the same pod), so an Incident never mixes two identities.
+func backfill(dst, src *v1alpha1.Subject) bool {
+	changed := false
+	fill := func(d *string, v string) {
+		if *d == "" && v != "" {
+			*d = v
+			changed = true
+		}
+	}
+	sameContainer := dst.ContainerID != "" && dst.ContainerID == src.ContainerID
+	samePod := sameContainer || (dst.PodUID != "" && dst.PodUID == src.PodUID)
+	if sameContainer {
+		fill(&dst.PodUID, src.PodUID)
+		fill(&dst.Container, src.Container)
+		fill(&dst.Image, src.Image)
+		fill(&dst.ImageDigest, src.ImageDigest)
+	}
+	if samePod {
+		fill(&dst.Namespace, src.Namespace)
+		fill(&dst.Pod, src.Pod)
+		fill(&dst.WorkloadKind, src.WorkloadKind)
+		fill(&dst.WorkloadName, src.WorkloadName)
+		fill(&dst.ServiceAccount, src.ServiceAccount)
+		fill(&dst.Node, src.Node)
+	}
+	return changed
 }
 
 // Key is what folds matches together: the rule and its throttle key, or the
@@ -360,6 +400,8 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 	win.queued = false
 	created := win.created
 	spec := win.spec
+	filled := win.subjectFilled
+	win.subjectFilled = false
 	w.mu.Unlock()
 
 	if !created {
@@ -391,6 +433,13 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		w.mu.Lock()
 		win.created = true
 		w.mu.Unlock()
+	} else if filled {
+		if err := w.patchSubject(ctx, win, spec.Subject); err != nil {
+			w.mu.Lock()
+			win.subjectFilled = true // again at the next write
+			w.mu.Unlock()
+			return err
+		}
 	}
 
 	w.mu.Lock()
@@ -419,6 +468,25 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		return fmt.Errorf("patch incident status: %w", err)
 	}
 	w.metrics.writes.WithLabelValues("status").Inc()
+	return nil
+}
+
+// patchSubject writes a subject that later matches completed.
+func (w *Writer) patchSubject(ctx context.Context, win *window, subject v1alpha1.Subject) error {
+	body, err := json.Marshal(map[string]any{"spec": map[string]any{"subject": subject}})
+	if err != nil {
+		return fmt.Errorf("encode incident subject: %w", err)
+	}
+	inc := &v1alpha1.Incident{ObjectMeta: metav1.ObjectMeta{Name: win.name, Namespace: win.ns}}
+	if err := w.c.Patch(ctx, inc, client.RawPatch(types.MergePatchType, body), client.FieldOwner("riposte-controller")); err != nil {
+		if apierrors.IsNotFound(err) {
+			w.mu.Lock()
+			win.created = false
+			w.mu.Unlock()
+		}
+		return fmt.Errorf("patch incident subject: %w", err)
+	}
+	w.metrics.writes.WithLabelValues("subject").Inc()
 	return nil
 }
 

@@ -232,3 +232,51 @@ func TestDeletedIncidentIsRecreated(t *testing.T) {
 		t.Fatalf("after delete: %d incidents (%v), want 1 with count 2", len(list.Items), err)
 	}
 }
+
+// A container's first process can match before the container's status is
+// known; the Incident's subject is completed by the next match of the same
+// container, and never from another container's match.
+func TestLaterMatchCompletesSubject(t *testing.T) {
+	ns := namespaces(t, 2)
+	own, shop := ns[0], ns[1]
+	w := NewWriter(kc, logr.Discard(), Options{Namespace: own, WriteQPS: 1000})
+	rule := compile(t, "shell", "", v1alpha1.DetectionRuleSpec{
+		Source: "process", Severity: "high", Condition: `event.kind == "exec"`,
+		Throttle: &v1alpha1.Throttle{Window: metav1.Duration{Duration: time.Hour}, Key: []string{"process.binary"}},
+	})
+	exec := func(containerID, name, image string) engine.Event {
+		ev := engine.Event{Kind: engine.KindExec, Time: time.Now()}
+		ev.Process.Binary, ev.Process.PID = "/bin/sh", 7
+		ev.Pod.Namespace, ev.Pod.Name, ev.Pod.UID = shop, "web-1", "pod-uid-1"
+		ev.Container.ID, ev.Container.Name, ev.Container.Image = containerID, name, image
+		return ev
+	}
+	ctx := context.Background()
+	get := func() v1alpha1.Subject {
+		t.Helper()
+		var list v1alpha1.IncidentList
+		if err := kc.List(ctx, &list, client.InNamespace(shop)); err != nil || len(list.Items) != 1 {
+			t.Fatalf("%d incidents, %v", len(list.Items), err)
+		}
+		return list.Items[0].Spec.Subject
+	}
+
+	early := exec("c1", "", "") // before the kubelet reported the container
+	w.Record(engine.Match{Rule: rule}, &early)
+	w.Flush(ctx)
+	if s := get(); s.ContainerID != "c1" || s.Container != "" || s.Image != "" {
+		t.Fatalf("first subject %+v", s)
+	}
+	other := exec("c2", "sidecar", "evil:1") // same key, another container
+	w.Record(engine.Match{Rule: rule}, &other)
+	w.Flush(ctx)
+	if s := get(); s.Container != "" || s.Image != "" {
+		t.Fatalf("another container's identity leaked into the subject: %+v", s)
+	}
+	late := exec("c1", "app", "registry.example/web:1.4")
+	w.Record(engine.Match{Rule: rule}, &late)
+	w.Flush(ctx)
+	if s := get(); s.ContainerID != "c1" || s.Container != "app" || s.Image != "registry.example/web:1.4" || s.Pod != "web-1" {
+		t.Fatalf("subject not completed: %+v", s)
+	}
+}
