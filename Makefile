@@ -8,7 +8,7 @@ CACHE ?= $(CURDIR)/.cache
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build bin/riposte
@@ -27,9 +27,11 @@ run: build ## the story: rules over a recorded intrusion, then the host agent (e
 	@RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) run ./hack/cluster-demo
 
 .PHONY: test
-test: testenv build check ## every test: unit, property, fuzz seeds, real kernel, real control plane; rule library; vet and staticcheck
+test: testenv build check ## every test: unit, property, fuzz seeds, real kernel, real control plane, a real node; rule library; vet and staticcheck
 	@bash hack/kernel-prereqs.sh
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -timeout 30m ./...
+	@echo "== the real node: kubelet, containerd, real pods, the riposte agent on them"
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 20m ./test/node/ ./test/e2e/
 	$(BIN)/riposte test --junit $(CACHE)/rules-junit.xml rules
 	$(BIN)/riposte lint --strict rules
 	@bash hack/check-leftovers.sh
@@ -45,7 +47,9 @@ $(STATICCHECK):
 check: $(STATICCHECK) check-generated-bpf ## gofmt, go vet, staticcheck, committed eBPF objects match their C sources
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags e2enode ./test/node/ ./test/e2e/
 
 .PHONY: bench
 bench: ## the benchmarks behind docs/benchmarks.md
