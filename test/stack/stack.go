@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -242,21 +243,22 @@ func (s *Stack) RegisterWebhook(ctx context.Context) (*admissionregistrationv1.V
 	if err := s.Client.Create(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("create webhook configuration: %w", err)
 	}
-	// Ready when the API server, with the caBundle the controller filled
-	// in, gets an answer from the webhook: a server-side dry run of a
-	// valid rule is admitted.
+	// Ready when the API server calls the webhook with the caBundle the
+	// controller filled in: a server-side dry run of a rule that does not
+	// compile is denied by the webhook itself. (An admitted dry run proves
+	// nothing: the API server may not have seen the configuration yet.)
 	probe := &v1alpha1.ClusterDetectionRule{
 		ObjectMeta: metav1.ObjectMeta{Name: "riposte-webhook-probe"},
-		Spec:       v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: `audit.verb == "get"`},
+		Spec:       v1alpha1.DetectionRuleSpec{Source: "audit", Severity: "low", Condition: `audit.verb ==`},
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := s.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
-		if err == nil {
+		if err != nil && strings.Contains(err.Error(), `admission webhook "rules.riposte.dev" denied the request`) {
 			return cfg, nil
 		}
 		if time.Now().After(deadline) {
-			return cfg, fmt.Errorf("the API server cannot reach the admission webhook after 30 s: %w", err)
+			return cfg, fmt.Errorf("the API server does not call the admission webhook after 30 s (a dry run of a broken rule got %v)", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
