@@ -3,6 +3,7 @@ package responders_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -377,6 +378,46 @@ func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *test
 	}
 	if a := get(t, inc).Annotations[node.KernelAnnotation]; !strings.Contains(a, "released") {
 		t.Fatalf("incident annotation %q", a)
+	}
+}
+
+// Two rules matching one pod make two Incidents that isolate it; the second
+// isolate step may come after the agent attached. Each Incident records the
+// kernel layer, and a revert records its release.
+func TestEnforcerRecordsTheKernelLayerOnEveryIncidentIsolatingThePod(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, _, dir := podCgroup(t, string(p.UID))
+	ctrl := runner(responders.Defaults(responders.Deps{Client: kc}))
+	pb := playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate}))
+	local := &node.Local{CgroupRoot: root}
+	t.Cleanup(func() { _ = local.ReleasePod(context.Background(), string(p.UID)) })
+	agent := &node.Enforcer{Client: kc, Local: local, NodeName: p.Spec.NodeName}
+	attached := "node " + p.Spec.NodeName + " attached: cgroup_skb ingress+egress "
+
+	first, _ := run(t, ctrl, incident(t, ns, subjectOf(p), pb))
+	wantPhase(t, first, "isolate", v1alpha1.StepSucceeded, "kernel: delegated")
+	if res, err := agent.Sync(ctxT(t)); err != nil || len(res.Attached) != 1 {
+		t.Fatalf("first sync attached %v (%v), want the pod", res.Attached, err)
+	}
+	second, _ := run(t, ctrl, incident(t, ns, subjectOf(p), pb))
+	wantPhase(t, second, "isolate", v1alpha1.StepSucceeded, "kernel: delegated")
+	if res, err := agent.Sync(ctxT(t)); err != nil || len(res.Attached)+len(res.Released) != 0 {
+		t.Fatalf("second sync changed %+v (%v), want nothing", res, err)
+	}
+	for _, inc := range []*v1alpha1.Incident{first, second} {
+		if a := get(t, inc).Annotations[node.KernelAnnotation]; !strings.HasPrefix(a, attached) || !strings.Contains(a, dir[:strings.LastIndex(dir, "/")]) {
+			t.Errorf("incident %s: %s %q, want %q… naming the pod's cgroup", inc.Name, node.KernelAnnotation, a, attached)
+		}
+	}
+
+	annotate(t, second, v1alpha1.RevertAnnotation)
+	run(t, ctrl, second)
+	if res, err := agent.Sync(ctxT(t)); err != nil || len(res.Released) != 1 {
+		t.Fatalf("sync after revert released %v (%v), want the pod", res.Released, err)
+	}
+	if a := get(t, second).Annotations[node.KernelAnnotation]; !strings.HasPrefix(a, "node "+p.Spec.NodeName+" released at ") {
+		t.Errorf("reverted incident: %s %q, want released", node.KernelAnnotation, a)
 	}
 }
 

@@ -29,7 +29,8 @@ const KernelAnnotation = "riposte.dev/kernel-isolation"
 // label riposte.dev/isolate=<its uid> that the isolate step's NetworkPolicy
 // selects, with the exceptions of its riposte.dev/isolate-allow annotation,
 // and released once the label is gone (revert). Attach and release are
-// reported on the Incident whose isolate step put the label there. Being
+// reported on every Incident whose isolate step put the label there (several
+// rules may match one pod and isolate it). Being
 // level-triggered it is restart-safe without state of its own, and the
 // controller never has to reach the node.
 //
@@ -129,7 +130,9 @@ func (e *Enforcer) report(ctx context.Context, inc *v1alpha1.Incident, key strin
 
 type wanted struct {
 	peers []responders.Peer
-	inc   *v1alpha1.Incident
+	// incs are the Incidents whose isolate step isolates the pod: several
+	// rules may match the same pod, and each Incident records the kernel layer.
+	incs []*v1alpha1.Incident
 }
 
 // Sync converges once; call it on every Incident change and periodically.
@@ -140,8 +143,8 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 		return res, fmt.Errorf("list incidents: %w", err)
 	}
 	want := map[string]wanted{}
-	isolating := map[string]*v1alpha1.Incident{}
-	reverted := map[string]*v1alpha1.Incident{}
+	isolating := map[string][]*v1alpha1.Incident{}
+	reverted := map[string][]*v1alpha1.Incident{}
 	var errs []error
 	for i := range list.Items {
 		inc := &list.Items[i]
@@ -165,9 +168,9 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 			}
 			switch st.Phase {
 			case v1alpha1.StepRunning, v1alpha1.StepSucceeded:
-				isolating[uid] = inc
+				isolating[uid] = append(isolating[uid], inc)
 			case v1alpha1.StepReverted:
-				reverted[uid] = inc
+				reverted[uid] = append(reverted[uid], inc)
 			}
 		}
 	}
@@ -188,7 +191,7 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 			errs = append(errs, fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err))
 			continue
 		}
-		want[uid] = wanted{peers: peers, inc: isolating[uid]}
+		want[uid] = wanted{peers: peers, incs: isolating[uid]}
 	}
 	for _, uid := range sortedKeys(want) {
 		w := want[uid]
@@ -197,6 +200,20 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 			if _, err := PodCgroup(e.Local.root(), uid); errors.Is(err, ErrNotFound) {
 				errs = append(errs, e.Local.ReleasePod(ctx, uid))
 				res.Released = append(res.Released, uid)
+				continue
+			}
+			// An Incident whose isolate step came after the attach (another
+			// rule matched the same pod) records it too.
+			for _, inc := range w.incs {
+				if strings.HasPrefix(inc.Annotations[KernelAnnotation], "node "+e.NodeName+" attached: ") {
+					continue
+				}
+				desc, err := e.Local.IsolatePod(ctx, uid, w.peers) // a no-op that describes the attach
+				if err != nil {
+					errs = append(errs, err)
+					break
+				}
+				errs = append(errs, e.annotate(ctx, inc, "attached: "+desc))
 			}
 			continue
 		}
@@ -210,8 +227,8 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 			continue
 		}
 		res.Attached = append(res.Attached, uid)
-		if w.inc != nil {
-			errs = append(errs, e.annotate(ctx, w.inc, "attached: "+desc))
+		for _, inc := range w.incs {
+			errs = append(errs, e.annotate(ctx, inc, "attached: "+desc))
 		}
 	}
 	for _, uid := range e.Local.isolatedPods() {
@@ -223,7 +240,7 @@ func (e *Enforcer) Sync(ctx context.Context) (SyncResult, error) {
 			continue
 		}
 		res.Released = append(res.Released, uid)
-		if inc := reverted[uid]; inc != nil {
+		for _, inc := range reverted[uid] {
 			errs = append(errs, e.annotate(ctx, inc, "released"))
 		}
 	}
