@@ -17,7 +17,11 @@ import (
 	"github.com/fluxcd/pkg/runtime/leaderelection"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
@@ -144,6 +148,15 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			// Only the agents' Leases, not every node heartbeat in the cluster.
 			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
 		}},
+		// config/rbac grants only get on these: a cached read would start an
+		// informer that can never list them and fail after its sync timeout
+		// (found on the real node: a second isolate of a pod read its
+		// existing NetworkPolicy through the cache).
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{
+			&networkingv1.NetworkPolicy{}, &corev1.Node{}, &corev1.ReplicationController{},
+			&appsv1.ReplicaSet{}, &appsv1.Deployment{}, &appsv1.StatefulSet{}, &appsv1.DaemonSet{},
+			&batchv1.Job{}, &batchv1.CronJob{},
+		}}},
 	}
 	if le.Enable {
 		mgrOpts.LeaseDuration, mgrOpts.RenewDeadline, mgrOpts.RetryPeriod = &le.LeaseDuration, &le.RenewDeadline, &le.RetryPeriod
