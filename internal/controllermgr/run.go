@@ -17,6 +17,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/leaderelection"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -27,9 +28,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -95,6 +98,11 @@ type Options struct {
 	Response Response
 
 	Log logr.Logger
+
+	// SkipNameValidation lets one process run the controller more than once
+	// (test/stack, once per test): controller-runtime otherwise refuses a
+	// second controller of a name it has seen.
+	SkipNameValidation bool
 }
 
 // Response configures how the controller runs playbooks for Incidents.
@@ -144,6 +152,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		LeaderElectionNamespace:       opts.Namespace,
 		LeaderElectionReleaseOnCancel: le.ReleaseOnCancel,
 		Logger:                        log,
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(opts.SkipNameValidation)},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// Only the agents' Leases, not every node heartbeat in the cluster.
 			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
@@ -193,7 +202,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	incOpts := opts.Incident
 	incOpts.Namespace = opts.Namespace
 	writer := incident.NewWriter(mgr.GetClient(), log.WithName("incident"), incOpts)
-	ctrlmetrics.Registry.MustRegister(writer.Collectors()...)
+	registerMetrics(writer.Collectors()...)
 	// Incident writes happen on the leader only, so replicas never fold
 	// the same matches twice.
 	if err := mgr.Add(manager.RunnableFunc(writer.Run)); err != nil {
@@ -270,7 +279,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			auditOpts.SourcePods = store
 		}
 		src := audit.New(registry, writer, log.WithName("audit"), auditOpts)
-		ctrlmetrics.Registry.MustRegister(src.Collectors()...)
+		registerMetrics(src.Collectors()...)
 		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 		if opts.AuditCertFile != "" {
 			pair, err := tls.LoadX509KeyPair(opts.AuditCertFile, opts.AuditKeyFile)
@@ -303,7 +312,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 
 	if !opts.DisableObjects {
 		src := objects.New(registry, writer, log.WithName("objects"), 0)
-		ctrlmetrics.Registry.MustRegister(src.Collectors()...)
+		registerMetrics(src.Collectors()...)
 		kinds := append([]schema.GroupVersionKind{objects.PodKind}, opts.ObjectKinds...)
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 			if err := src.Watch(ctx, mgr.GetCache(), kinds); err != nil {
@@ -391,3 +400,13 @@ type nonLeader func(context.Context) error
 
 func (f nonLeader) Start(ctx context.Context) error { return f(ctx) }
 func (nonLeader) NeedLeaderElection() bool          { return false }
+
+// registerMetrics registers collectors with controller-runtime's registry,
+// replacing those of an earlier Run in the same process (test/stack starts
+// the controller once per test; the registry is global).
+func registerMetrics(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		ctrlmetrics.Registry.Unregister(c)
+		ctrlmetrics.Registry.MustRegister(c)
+	}
+}
