@@ -15,12 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/klog/v2/textlogger"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -45,88 +47,12 @@ func TestShellAndShadowReadInADeploymentPodBecomeIncidents(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	n := node.StartT(t, node.Options{ControllerManager: true, Controller: &stack.Options{Root: root}})
+	n, rules := riposteOnNode(ctx, t, root, "shell-in-container", "shadow-file-read")
 	c := n.Stack.Client
-
-	// The library, applied as Flux or Argo CD would; the controller
-	// validates it and makes the rules Ready.
-	if out, err := n.Cluster.Kubectl(ctx, "apply", "-R", "-f", filepath.Join(root, "rules")).CombinedOutput(); err != nil {
-		t.Fatalf("kubectl apply rules/: %v\n%s", err, out)
-	}
-	rules := map[string]string{"shell-in-container": "", "shadow-file-read": ""}
-	waitFor(ctx, t, "the controller makes the rules Ready", func() (bool, string) {
-		var pending []string
-		for name := range rules {
-			var r v1alpha1.ClusterDetectionRule
-			if err := c.Get(ctx, client.ObjectKey{Name: name}, &r); err != nil {
-				return false, err.Error()
-			}
-			if r.Status.ObservedGeneration != r.Generation || !apimeta.IsStatusConditionTrue(r.Status.Conditions, v1alpha1.ReadyCondition) {
-				pending = append(pending, fmt.Sprintf("%s: %v", name, r.Status.Conditions))
-				continue
-			}
-			rules[name] = string(r.UID)
-		}
-		return len(pending) == 0, strings.Join(pending, "; ")
-	})
-
-	startAgent(ctx, t, n, root)
-	waitFor(ctx, t, "the agent reports the rules loaded in its Lease", func() (bool, string) {
-		out, err := n.Cluster.Kubectl(ctx, "-n", stack.Namespace, "get", "lease", rollout.LeaseName(node.Name), "-o", "jsonpath={.metadata.annotations}").CombinedOutput()
-		if err != nil {
-			return false, string(out)
-		}
-		for _, uid := range rules {
-			if !bytes.Contains(out, []byte(uid)) {
-				return false, string(out)
-			}
-		}
-		return true, ""
-	})
-
-	// A Deployment, so the pod's owner chain is Pod → ReplicaSet →
-	// Deployment (kube-controller-manager makes them).
-	if err := n.EnsureNamespace(ctx, "shop"); err != nil {
-		t.Fatal(err)
-	}
-	labels := map[string]string{"app": "web"}
-	one := int32(1)
-	tmpl := corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: labels},
-		// The entrypoint is not busybox, so the only shell in the pod is the
-		// one kubectl exec starts (the shipped rule counts every busybox
-		// applet as a shell).
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Command: []string{"/pause"}}}},
-	}
-	node.PrepareSpec(&tmpl.Spec)
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
-		Spec:       appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl},
-	}
-	if err := c.Create(ctx, dep); err != nil {
-		t.Fatal(err)
-	}
-	var podName string
-	waitFor(ctx, t, "the Deployment's pod is created", func() (bool, string) {
-		var pods corev1.PodList
-		if err := c.List(ctx, &pods, client.InNamespace("shop"), client.MatchingLabels(labels)); err != nil {
-			return false, err.Error()
-		}
-		if len(pods.Items) == 0 {
-			return false, "no pod"
-		}
-		podName = pods.Items[0].Name
-		return true, ""
-	})
-	begin := time.Now()
-	pod, err := n.WaitRunning(ctx, "shop", podName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("pod %s Running %s after it was created", pod.Name, time.Since(begin).Round(time.Millisecond))
+	pod := deploymentPod(ctx, t, n, "shop", "web")
 	_, containerID := enrich.SplitContainerID(pod.Status.ContainerStatuses[0].ContainerID)
 
-	begin = time.Now()
+	begin := time.Now()
 	out, err := n.Exec(ctx, "shop", pod.Name, "sh", "-c", "cat /etc/shadow; id")
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +97,106 @@ func TestShellAndShadowReadInADeploymentPodBecomeIncidents(t *testing.T) {
 			t.Errorf("%s: subject binary %q, want /bin/busybox (sh and cat are busybox applets)", rule, s.Binary)
 		}
 	}
+}
+
+// riposteOnNode starts a node with kube-controller-manager and riposte's
+// controller (its log on stderr with RIPOSTE_TEST_LOG set), applies the
+// shipped library with kubectl as Flux or Argo CD would, waits until the
+// controller makes the named rules Ready, and starts the `riposte agent`
+// binary and waits until it reports them loaded in its Lease. It returns the
+// node and the rules' UIDs by name.
+func riposteOnNode(ctx context.Context, t *testing.T, root string, ruleNames ...string) (*node.Node, map[string]string) {
+	t.Helper()
+	log := logr.Discard()
+	if os.Getenv("RIPOSTE_TEST_LOG") != "" {
+		log = textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(1)))
+	}
+	n := node.StartT(t, node.Options{ControllerManager: true, Controller: &stack.Options{Root: root, Log: log}})
+	c := n.Stack.Client
+
+	if out, err := n.Cluster.Kubectl(ctx, "apply", "-R", "-f", filepath.Join(root, "rules")).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply rules/: %v\n%s", err, out)
+	}
+	rules := map[string]string{}
+	for _, name := range ruleNames {
+		rules[name] = ""
+	}
+	waitFor(ctx, t, "the controller makes the rules Ready", func() (bool, string) {
+		var pending []string
+		for name := range rules {
+			var r v1alpha1.ClusterDetectionRule
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, &r); err != nil {
+				return false, err.Error()
+			}
+			if r.Status.ObservedGeneration != r.Generation || !apimeta.IsStatusConditionTrue(r.Status.Conditions, v1alpha1.ReadyCondition) {
+				pending = append(pending, fmt.Sprintf("%s: %v", name, r.Status.Conditions))
+				continue
+			}
+			rules[name] = string(r.UID)
+		}
+		return len(pending) == 0, strings.Join(pending, "; ")
+	})
+
+	startAgent(ctx, t, n, root)
+	waitFor(ctx, t, "the agent reports the rules loaded in its Lease", func() (bool, string) {
+		out, err := n.Cluster.Kubectl(ctx, "-n", stack.Namespace, "get", "lease", rollout.LeaseName(node.Name), "-o", "jsonpath={.metadata.annotations}").CombinedOutput()
+		if err != nil {
+			return false, string(out)
+		}
+		for _, uid := range rules {
+			if !bytes.Contains(out, []byte(uid)) {
+				return false, string(out)
+			}
+		}
+		return true, ""
+	})
+	return n, rules
+}
+
+// deploymentPod creates a one-replica Deployment namespace/name on the node
+// and returns its pod once Running. The pod's owner chain is Pod →
+// ReplicaSet → Deployment (kube-controller-manager makes them). The
+// entrypoint is /pause, not busybox, so the only shell in the pod is one
+// kubectl exec starts (the shipped rule counts every busybox shell applet).
+func deploymentPod(ctx context.Context, t *testing.T, n *node.Node, namespace, name string) *corev1.Pod {
+	t.Helper()
+	c := n.Stack.Client
+	if err := n.EnsureNamespace(ctx, namespace); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"app": name}
+	one := int32(1)
+	tmpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Command: []string{"/pause"}}}},
+	}
+	node.PrepareSpec(&tmpl.Spec)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl},
+	}
+	if err := c.Create(ctx, dep); err != nil {
+		t.Fatal(err)
+	}
+	var podName string
+	waitFor(ctx, t, "the Deployment's pod is created", func() (bool, string) {
+		var pods corev1.PodList
+		if err := c.List(ctx, &pods, client.InNamespace(namespace), client.MatchingLabels(labels)); err != nil {
+			return false, err.Error()
+		}
+		if len(pods.Items) == 0 {
+			return false, "no pod"
+		}
+		podName = pods.Items[0].Name
+		return true, ""
+	})
+	begin := time.Now()
+	pod, err := n.WaitRunning(ctx, namespace, podName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod %s Running %s after it was created", pod.Name, time.Since(begin).Round(time.Millisecond))
+	return pod
 }
 
 // agentProcess is `riposte agent` running as a child process.
