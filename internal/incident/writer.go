@@ -453,44 +453,41 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		st["phase"] = "Open"
 	}
 	w.mu.Unlock()
-	body, err := json.Marshal(map[string]any{"status": st})
-	if err != nil {
-		return fmt.Errorf("encode incident status: %w", err)
-	}
-	inc := &v1alpha1.Incident{ObjectMeta: metav1.ObjectMeta{Name: win.name, Namespace: win.ns}}
-	if err := w.c.Status().Patch(ctx, inc, client.RawPatch(types.MergePatchType, body), client.FieldOwner("riposte-controller")); err != nil {
-		if apierrors.IsNotFound(err) {
-			// Deleted while matches kept coming: create it again.
-			w.mu.Lock()
-			win.created = false
-			w.mu.Unlock()
-		}
-		return fmt.Errorf("patch incident status: %w", err)
-	}
-	w.metrics.writes.WithLabelValues("status").Inc()
-	return nil
+	return w.mergePatch(ctx, win, "status", map[string]any{"status": st})
 }
 
 // patchSubject writes a subject that later matches completed.
 func (w *Writer) patchSubject(ctx context.Context, win *window, subject v1alpha1.Subject) error {
-	body, err := json.Marshal(map[string]any{"spec": map[string]any{"subject": subject}})
+	return w.mergePatch(ctx, win, "subject", map[string]any{"spec": map[string]any{"subject": subject}})
+}
+
+// mergePatch applies body to the window's Incident: to its status
+// subresource when what is "status", else to the object. An Incident deleted
+// while matches kept coming is created again at the next write.
+func (w *Writer) mergePatch(ctx context.Context, win *window, what string, body map[string]any) error {
+	b, err := json.Marshal(body)
 	if err != nil {
-		return fmt.Errorf("encode incident subject: %w", err)
+		return fmt.Errorf("encode incident %s: %w", what, err)
 	}
 	inc := &v1alpha1.Incident{ObjectMeta: metav1.ObjectMeta{Name: win.name, Namespace: win.ns}}
-	if err := w.c.Patch(ctx, inc, client.RawPatch(types.MergePatchType, body), client.FieldOwner("riposte-controller")); err != nil {
+	patch, owner := client.RawPatch(types.MergePatchType, b), client.FieldOwner("riposte-controller")
+	if what == "status" {
+		err = w.c.Status().Patch(ctx, inc, patch, owner)
+	} else {
+		err = w.c.Patch(ctx, inc, patch, owner)
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			w.mu.Lock()
 			win.created = false
 			w.mu.Unlock()
 		}
-		return fmt.Errorf("patch incident subject: %w", err)
+		return fmt.Errorf("patch incident %s: %w", what, err)
 	}
-	w.metrics.writes.WithLabelValues("subject").Inc()
+	w.metrics.writes.WithLabelValues(what).Inc()
 	return nil
 }
 
-// labelValue fits a rule name into a label value (63 characters).
 // RuleSelector selects the Incidents of one rule: kind is DetectionRule or
 // ClusterDetectionRule, namespace is empty for a ClusterDetectionRule.
 func RuleSelector(kind, namespace, name string) map[string]string {
@@ -512,6 +509,7 @@ func ruleLabels(spec v1alpha1.IncidentSpec) map[string]string {
 	return l
 }
 
+// labelValue fits a rule name into a label value (63 characters).
 func labelValue(s string) string {
 	if len(s) > 63 {
 		s = s[:63]
