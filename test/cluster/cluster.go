@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +22,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/riposte-dev/riposte/test/proc"
 )
 
 // TempDirPrefix starts the name of every cluster's temp dir (under
@@ -76,7 +77,7 @@ type Cluster struct {
 	started     time.Duration
 	phases      []string // "etcd 0.4s", … for StartPhases
 
-	etcd, apiserver, controllerManager *process
+	etcd, apiserver, controllerManager *proc.Process
 
 	stopOnce sync.Once
 	stopErr  error
@@ -140,7 +141,7 @@ func start(ctx context.Context, binDir string, opts Options) (c *Cluster, err er
 	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
 		return c, fmt.Errorf("write owner pid: %w", err)
 	}
-	if c.ports, err = freePorts(3); err != nil {
+	if c.ports, err = proc.FreePorts(3); err != nil {
 		return c, err
 	}
 	etcdPort, peerPort, apiPort := c.ports[0], c.ports[1], c.ports[2]
@@ -371,11 +372,11 @@ func writeWebhookKubeconfig(path string, w *AuditWebhook) error {
 
 // waitFor polls check until it succeeds, the process dies or ctx ends; the
 // error then carries the last check error and the tail of the process's log.
-func (c *Cluster) waitFor(ctx context.Context, p *process, what string, check func(context.Context) error) error {
+func (c *Cluster) waitFor(ctx context.Context, p *proc.Process, what string, check func(context.Context) error) error {
 	last := errors.New("not checked yet")
 	for {
-		if done, _ := p.exited(); done {
-			return p.failure(what, fmt.Errorf("%w (last check: %v)", errExited, last))
+		if done, _ := p.Exited(); done {
+			return p.Failure(what, fmt.Errorf("%w (last check: %v)", errExited, last))
 		}
 		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
 		last = check(attempt)
@@ -385,7 +386,7 @@ func (c *Cluster) waitFor(ctx context.Context, p *process, what string, check fu
 		}
 		select {
 		case <-ctx.Done():
-			return p.failure(what, fmt.Errorf("%w (last check: %v)", ctx.Err(), last))
+			return p.Failure(what, fmt.Errorf("%w (last check: %v)", ctx.Err(), last))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -407,34 +408,10 @@ func httpGetOK(ctx context.Context, client *http.Client, url string) error {
 	return nil
 }
 
-// spawn starts the process from one OS thread that never exits: Pdeathsig
-// fires when the *thread* that forked the child exits, and Go may retire other
-// threads while the test goes on.
-func spawn(binDir, dir, name string, args []string) (*process, error) {
-	spawnerOnce.Do(func() {
-		spawner = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the test binary
-			for f := range spawner {
-				f()
-			}
-		}()
-	})
-	var p *process
-	var err error
-	done := make(chan struct{})
-	spawner <- func() {
-		p, err = startProcess(binDir, dir, name, args)
-		close(done)
-	}
-	<-done
-	return p, err
+// spawn starts one of the control-plane binaries.
+func spawn(binDir, dir, name string, args []string) (*proc.Process, error) {
+	return proc.Start(dir, name, filepath.Join(binDir, name), args, nil)
 }
-
-var (
-	spawnerOnce sync.Once
-	spawner     chan func()
-)
 
 // Stop kills the processes (whole process groups) and removes the temp dir.
 // It is idempotent and returns the first error of the first call.
@@ -442,9 +419,9 @@ func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
 		// Reverse start order: clients before the servers they talk to, so
 		// nothing logs a storm of connection errors while going down.
-		for _, p := range []*process{c.controllerManager, c.apiserver, c.etcd} {
+		for _, p := range []*proc.Process{c.controllerManager, c.apiserver, c.etcd} {
 			if p != nil {
-				p.stop(10 * time.Second)
+				p.Stop(10 * time.Second)
 			}
 		}
 		if err := os.RemoveAll(c.dir); err != nil {
@@ -562,9 +539,9 @@ func (c *Cluster) StartPhases() string { return strings.Join(c.phases, ", ") }
 // process groups), for leftover checks.
 func (c *Cluster) PIDs() []int {
 	var pids []int
-	for _, p := range []*process{c.etcd, c.apiserver, c.controllerManager} {
+	for _, p := range []*proc.Process{c.etcd, c.apiserver, c.controllerManager} {
 		if p != nil {
-			pids = append(pids, p.cmd.Process.Pid)
+			pids = append(pids, p.PID())
 		}
 	}
 	return pids

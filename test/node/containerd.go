@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/riposte-dev/riposte/test/proc"
 )
 
 // containerdConfig is containerd's configuration: everything it keeps
@@ -84,13 +86,13 @@ func (n *Node) startContainerd(ctx context.Context) error {
 		return fmt.Errorf("write containerd config: %w", err)
 	}
 	var err error
-	if n.containerd, err = spawn(dir, "containerd", n.parts.containerd, []string{"--config", cfgPath}, nil); err != nil {
+	if n.containerd, err = proc.Start(dir, "containerd", n.parts.containerd, []string{"--config", cfgPath}, nil); err != nil {
 		return err
 	}
 	var last error = errors.New("not checked yet")
 	for {
-		if done, _ := n.containerd.exited(); done {
-			return n.containerd.failure("wait for containerd", fmt.Errorf("exited (last check: %v)", last))
+		if done, _ := n.containerd.Exited(); done {
+			return n.containerd.Failure("wait for containerd", fmt.Errorf("exited (last check: %v)", last))
 		}
 		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
 		out, err := n.ctr(attempt, "version")
@@ -101,7 +103,7 @@ func (n *Node) startContainerd(ctx context.Context) error {
 		last = fmt.Errorf("ctr version: %v: %s", err, out)
 		select {
 		case <-ctx.Done():
-			return n.containerd.failure("wait for containerd", fmt.Errorf("%w (last check: %v)", ctx.Err(), last))
+			return n.containerd.Failure("wait for containerd", fmt.Errorf("%w (last check: %v)", ctx.Err(), last))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

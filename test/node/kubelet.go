@@ -3,9 +3,10 @@ package node
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/riposte-dev/riposte/test/proc"
 )
 
 // kubeletConfig is the KubeletConfiguration of the test node.
@@ -49,7 +50,7 @@ func (n *Node) startKubelet(ctx context.Context) error {
 	if err := createCgroupRoot(n.st.CgroupRoot); err != nil {
 		return err
 	}
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -74,7 +75,7 @@ func (n *Node) startKubelet(ctx context.Context) error {
 	if err := writeKubeconfig(kubeconfig, n.Cluster.Host(), n.Cluster.CAData(), user.CertData, user.KeyData); err != nil {
 		return fmt.Errorf("write kubelet kubeconfig: %w", err)
 	}
-	if n.kubelet, err = spawn(dir, "kubelet", n.parts.kubelet, []string{
+	if n.kubelet, err = proc.Start(dir, "kubelet", n.parts.kubelet, []string{
 		"--config=" + cfgPath,
 		"--kubeconfig=" + kubeconfig,
 		"--hostname-override=" + Name,
@@ -84,24 +85,4 @@ func (n *Node) startKubelet(ctx context.Context) error {
 		return err
 	}
 	return n.waitNodeReady(ctx)
-}
-
-// freePorts reserves n loopback ports and releases them for the kubelet.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("reserve a loopback port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

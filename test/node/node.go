@@ -19,6 +19,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/riposte-dev/riposte/test/cluster"
+	"github.com/riposte-dev/riposte/test/proc"
 	"github.com/riposte-dev/riposte/test/stack"
 )
 
@@ -56,7 +57,7 @@ type Node struct {
 	st                  state
 	parts               parts
 	lock                *hostLock
-	containerd, kubelet *process
+	containerd, kubelet *proc.Process
 	phases              []string
 	started             time.Duration
 	cleaned             bool
@@ -207,7 +208,7 @@ func writeKubeconfig(path, server string, ca, cert, key []byte) error {
 func (n *Node) Stop() error {
 	var errs []error
 	if n.kubelet != nil {
-		n.kubelet.stop(10 * time.Second)
+		n.kubelet.Stop(10 * time.Second)
 		n.kubelet = nil
 	}
 	if n.containerd != nil {
@@ -221,7 +222,7 @@ func (n *Node) Stop() error {
 			}
 		}
 		cancel()
-		n.containerd.stop(10 * time.Second)
+		n.containerd.Stop(10 * time.Second)
 		n.containerd = nil
 	}
 	if n.st.Dir != "" && !n.cleaned {
@@ -271,9 +272,9 @@ func (n *Node) StartPhases() string { return strings.Join(n.phases, ", ") }
 // groups too), for leftover checks.
 func (n *Node) PIDs() []int {
 	var pids []int
-	for _, p := range []*process{n.containerd, n.kubelet} {
+	for _, p := range []*proc.Process{n.containerd, n.kubelet} {
 		if p != nil {
-			pids = append(pids, p.cmd.Process.Pid)
+			pids = append(pids, p.PID())
 		}
 	}
 	return pids
@@ -283,9 +284,9 @@ func (n *Node) PIDs() []int {
 func (n *Node) waitNodeReady(ctx context.Context) error {
 	last := "not registered"
 	for {
-		for _, p := range []*process{n.kubelet, n.containerd} {
-			if done, _ := p.exited(); done {
-				return p.failure("wait for Node "+Name+" Ready", errors.New("exited"))
+		for _, p := range []*proc.Process{n.kubelet, n.containerd} {
+			if done, _ := p.Exited(); done {
+				return p.Failure("wait for Node "+Name+" Ready", errors.New("exited"))
 			}
 		}
 		node, err := n.Client.CoreV1().Nodes().Get(ctx, Name, metav1.GetOptions{})
@@ -302,7 +303,7 @@ func (n *Node) waitNodeReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return n.kubelet.failure("wait for Node "+Name+" Ready", fmt.Errorf("%w (last: %s)\n%s", ctx.Err(), last, n.containerd.tail(20)))
+			return n.kubelet.Failure("wait for Node "+Name+" Ready", fmt.Errorf("%w (last: %s)\n%s", ctx.Err(), last, n.containerd.Tail(20)))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/riposte-dev/riposte/test/proc"
 )
 
 // PrepareSpec makes a pod spec runnable on this node: bound to it (there is
@@ -139,9 +141,9 @@ func (n *Node) Exec(ctx context.Context, namespace, pod string, command ...strin
 // logTails is the end of the kubelet's and containerd's logs, for errors.
 func (n *Node) logTails() string {
 	var parts []string
-	for _, p := range []*process{n.kubelet, n.containerd} {
+	for _, p := range []*proc.Process{n.kubelet, n.containerd} {
 		if p != nil {
-			parts = append(parts, p.tail(15))
+			parts = append(parts, p.Tail(15))
 		}
 	}
 	return strings.Join(parts, "\n")

@@ -30,6 +30,7 @@ import (
 	"github.com/riposte-dev/riposte/internal/controllermgr"
 	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
 	"github.com/riposte-dev/riposte/test/cluster"
+	"github.com/riposte-dev/riposte/test/proc"
 )
 
 // Names the stack uses, as config/ does.
@@ -92,7 +93,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			_ = s.Stop()
 		}
 	}()
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return nil, fmt.Errorf("pick ports: %w", err)
 	}
@@ -304,23 +305,4 @@ func findRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }
