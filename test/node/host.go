@@ -171,22 +171,38 @@ func (s *state) write() error {
 // cgroupHierarchies are the mounted cgroup hierarchies: the v1 controllers
 // and the v2 tree (/sys/fs/cgroup, or /sys/fs/cgroup/unified in hybrid mode).
 func cgroupHierarchies() ([]string, error) {
+	ms, err := mounts()
+	var out []string
+	for _, m := range ms {
+		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+			out = append(out, m.point)
+		}
+	}
+	return out, err
+}
+
+// mount is one line of /proc/self/mountinfo.
+type mount struct{ point, fstype string }
+
+// mounts reads /proc/self/mountinfo.
+func mounts() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []string
+	var out []mount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		i := indexOf(fields, "-")
-		if i < 0 || i+1 >= len(fields) {
+		if len(fields) < 5 {
 			continue
 		}
-		if fs := fields[i+1]; fs == "cgroup" || fs == "cgroup2" {
-			out = append(out, unescape(fields[4]))
+		m := mount{point: unescape(fields[4])}
+		if i := indexOf(fields, "-"); i >= 0 && i+1 < len(fields) {
+			m.fstype = fields[i+1]
 		}
+		out = append(out, m)
 	}
 	return out, sc.Err()
 }
@@ -278,25 +294,15 @@ func removeCgroupRoot(root string, wait time.Duration) error {
 
 // mountsBelow lists the mount points at or below dir, deepest first.
 func mountsBelow(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+	ms, err := mounts()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescape(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
+	for _, m := range ms {
+		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
+			out = append(out, m.point)
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, sc.Err()
+	return out, err
 }
 
 // unmountBelow detaches every mount at or below dir (container root file
