@@ -60,7 +60,7 @@ fuzz: ## fuzz the event decoder, the compiler and the rule loader for 60 s each 
 	$(GO) test -run '^$$' -fuzz FuzzDecodeLine -fuzztime 60s ./engine
 	$(GO) test -run '^$$' -fuzz FuzzCompile -fuzztime 60s ./engine
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 60s ./engine/ruleset
-	$(GO) test -run '^$$' -fuzz FuzzParsePath -fuzztime 60s ./engine/enrich
+	$(GO) test -run '^$$' -fuzz FuzzParsePath -fuzztime 60s ./host
 
 CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)

@@ -24,11 +24,3 @@ const (
 	// RolloutReason: the rule is valid and nodes are still loading it.
 	RolloutReason = "RollingOut"
 )
-
-// Annotations understood on Incidents.
-const (
-	// ApproveAnnotation set to "true" lets steps that require approval run.
-	ApproveAnnotation = "riposte.dev/approve"
-	// RevertAnnotation set to "true" undoes the reversible steps already done.
-	RevertAnnotation = "riposte.dev/revert"
-)

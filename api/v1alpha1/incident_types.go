@@ -150,9 +150,14 @@ type IncidentStatus struct {
 	// Evidence lists captured bundles.
 	// +optional
 	Evidence []Evidence `json:"evidence,omitempty"`
-	// Phase summarises the response: Open, Responding, Responded, Failed, Reverted.
+	// Phase summarises the response: Open, Refused, Responding, Responded,
+	// Failed or Reverted.
 	// +optional
-	Phase string `json:"phase,omitempty"`
+	Phase IncidentPhase `json:"phase,omitempty"`
+	// AuthorizedGeneration is the metadata.generation whose spec the
+	// Authorized condition was decided for.
+	// +optional
+	AuthorizedGeneration int64 `json:"authorizedGeneration,omitempty"`
 }
 
 // +kubebuilder:object:root=true

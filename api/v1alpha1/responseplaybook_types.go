@@ -21,6 +21,13 @@ type ResponsePlaybookSpec struct {
 	// +optional
 	AllowProtectedNamespaces bool `json:"allowProtectedNamespaces,omitempty"`
 
+	// AllowHostProcesses lets kill steps act on processes outside any
+	// container (in the kernel at exec, or delegated to the node agent).
+	// Only a ClusterResponsePlaybook may set it; off, riposte acts on
+	// containers only.
+	// +optional
+	AllowHostProcesses bool `json:"allowHostProcesses,omitempty"`
+
 	// RateLimit bounds how many incidents per period the playbook acts on;
 	// the rest are Skipped with the reason.
 	// +optional

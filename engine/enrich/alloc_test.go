@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/host"
 )
 
 // TestEnrichAllocatesNothing proves the per-event path's zero-allocation
@@ -16,7 +17,7 @@ func TestEnrichAllocatesNothing(t *testing.T) {
 		if err := tx.PutPod(testPod(testUID, "web", "10.0.0.5"), []*Container{{ID: testID, ImageDigest: "sha256:aa"}}); err != nil {
 			return err
 		}
-		return tx.PutCgroup(Ref{ContainerID: testID}, 42)
+		return tx.PutCgroup(host.Ref{ContainerID: testID}, 42)
 	})
 	at := t0.Add(time.Second)
 	ips := []string{"10.0.0.5"}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/host"
 )
 
 // fill loads pods pods with perPod containers each, written in batches of
@@ -40,7 +41,7 @@ func fill(tb testing.TB, s *Store, pods, perPod int) {
 					return err
 				}
 				for j, c := range cs {
-					if err := tx.PutCgroup(Ref{ContainerID: c.ID, PodUID: uid}, uint64(i*perPod+j+1)); err != nil {
+					if err := tx.PutCgroup(host.Ref{ContainerID: c.ID, PodUID: uid}, uint64(i*perPod+j+1)); err != nil {
 						return err
 					}
 				}

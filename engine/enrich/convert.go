@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/host"
 )
 
 // MirrorAnnotation marks the API server's mirror of a static pod: the
@@ -93,7 +94,7 @@ func PodFromKube(kp *corev1.Pod) (*Pod, []*Container) {
 }
 
 func containerFromStatus(name, containerID, image, imageID string, state *corev1.ContainerState, privileged bool) *Container {
-	runtime, id := SplitContainerID(containerID)
+	runtime, id := host.SplitContainerID(containerID)
 	if id == "" {
 		return nil // not started yet: nothing can run in it
 	}

@@ -73,3 +73,18 @@ func TestPodFromKube(t *testing.T) {
 		t.Errorf("finished pod still claims %v", p.IPs)
 	}
 }
+
+func TestDigest(t *testing.T) {
+	for in, want := range map[string]string{
+		"docker.io/library/nginx@sha256:abcd": "sha256:abcd",
+		"docker-pullable://nginx@sha256:abcd": "sha256:abcd",
+		"sha256:abcd":                         "sha256:abcd",
+		"":                                    "",
+		"registry.example/app:1.0":            "",
+		"docker://sha256:abcd":                "sha256:abcd",
+	} {
+		if got := Digest(in); got != want {
+			t.Errorf("Digest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

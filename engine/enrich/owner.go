@@ -22,6 +22,9 @@ type OwnerLookup interface {
 	Owner(ctx context.Context, namespace string, ref engine.OwnerReference) (Object, error)
 }
 
+// ErrNotFound is wrapped by lookups of an owner that no longer exists.
+var ErrNotFound = errors.New("not found")
+
 // ErrUnknownKind is returned by an OwnerLookup for kinds it cannot fetch.
 var ErrUnknownKind = errors.New("unknown owner kind")
 

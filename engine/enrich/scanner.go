@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/riposte-dev/riposte/host"
 )
 
 // Scanner keeps a store's cgroup ids current by scanning the cgroup tree
 // periodically and soon after Enrich misses an id.
 type Scanner struct {
 	Store   *Store
-	Cgroups Cgroups
+	Cgroups host.Cgroups
 	// Interval between full scans; 30s when zero.
 	Interval time.Duration
 	// MinGap is the least time between two scans, so a burst of misses

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/host"
 )
 
 // clock is a settable test clock.
@@ -53,7 +54,7 @@ func TestEnrichJoinsCgroupContainerPodWorkload(t *testing.T) {
 		return tx.PutPod(testPod(testUID, "web", "10.0.0.5"), []*Container{{ID: testID, Runtime: "containerd", Name: "nginx",
 			Image: "nginx:1.27", ImageDigest: "sha256:aa", StartedAt: t0}})
 	})
-	mustUpdate(t, s, func(tx *Txn) error { return tx.PutCgroup(Ref{ContainerID: testID, PodUID: testUID}, 4242) })
+	mustUpdate(t, s, func(tx *Txn) error { return tx.PutCgroup(host.Ref{ContainerID: testID, PodUID: testUID}, 4242) })
 
 	ev := engine.Event{Kind: engine.KindExec, Time: t0.Add(time.Second), Process: engine.Process{CgroupID: 4242}}
 	s.Enrich(&ev)
@@ -74,7 +75,7 @@ func TestEnrichJoinsCgroupContainerPodWorkload(t *testing.T) {
 func TestCgroupBeforePodStatusResolvesByPathPodUID(t *testing.T) {
 	s, _ := newTestStore(t)
 	// The scanner sees the container before the kubelet reports it.
-	mustUpdate(t, s, func(tx *Txn) error { return tx.PutCgroup(Ref{ContainerID: testID, PodUID: testUID}, 7) })
+	mustUpdate(t, s, func(tx *Txn) error { return tx.PutCgroup(host.Ref{ContainerID: testID, PodUID: testUID}, 7) })
 	mustUpdate(t, s, func(tx *Txn) error { return tx.PutPod(testPod(testUID, "web"), nil) })
 	ev := engine.Event{Time: t0, Process: engine.Process{CgroupID: 7}}
 	s.Enrich(&ev)
@@ -173,7 +174,7 @@ func TestDeletedPodResolvesWithinTombstoneWindowOnly(t *testing.T) {
 		if err := tx.PutPod(testPod(testUID, "web"), []*Container{{ID: testID, Name: "nginx", ImageDigest: "sha256:aa"}}); err != nil {
 			return err
 		}
-		return tx.PutCgroup(Ref{ContainerID: testID}, 11)
+		return tx.PutCgroup(host.Ref{ContainerID: testID}, 11)
 	})
 	deleted := t0.Add(time.Minute)
 	mustUpdate(t, s, func(tx *Txn) error { return tx.DeletePod(testUID, deleted) })
@@ -262,7 +263,7 @@ func TestEnrichKeepsRecordedIdentity(t *testing.T) {
 		if err := tx.PutPod(testPod(testUID, "web"), []*Container{{ID: testID}}); err != nil {
 			return err
 		}
-		return tx.PutCgroup(Ref{ContainerID: testID}, 5)
+		return tx.PutCgroup(host.Ref{ContainerID: testID}, 5)
 	})
 	ev := engine.Event{Time: t0, Process: engine.Process{CgroupID: 5}, Pod: engine.Pod{UID: "recorded", Name: "replayed"}}
 	s.Enrich(&ev)
@@ -274,7 +275,7 @@ func TestEnrichKeepsRecordedIdentity(t *testing.T) {
 func TestSyncCgroupsRetiresVanishedUnlistedContainers(t *testing.T) {
 	s, _ := newTestStore(t)
 	mustUpdate(t, s, func(tx *Txn) error {
-		return tx.SyncCgroups([]Cgroup{{Ref: Ref{ContainerID: testID, PodUID: testUID}, ID: 3}})
+		return tx.SyncCgroups([]host.Cgroup{{Ref: host.Ref{ContainerID: testID, PodUID: testUID}, ID: 3}})
 	})
 	mustUpdate(t, s, func(tx *Txn) error { return tx.SyncCgroups(nil) })
 	if id, ok := s.Cgroup(3); !ok || id.Gone.IsZero() {
@@ -310,7 +311,7 @@ func TestConcurrentReadersSeeConsistentViews(t *testing.T) {
 			if err := tx.PutPod(p, []*Container{{ID: fmt.Sprintf("%064d", i%3)}}); err != nil {
 				return err
 			}
-			return tx.PutCgroup(Ref{ContainerID: fmt.Sprintf("%064d", i%3)}, uint64(i%3+1))
+			return tx.PutCgroup(host.Ref{ContainerID: fmt.Sprintf("%064d", i%3)}, uint64(i%3+1))
 		})
 	}
 	cancel()

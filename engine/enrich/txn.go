@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/host"
 )
 
 // Txn is one batch of writes. It is only valid inside Store.Update.
@@ -164,7 +165,7 @@ func (t *Txn) DeletePod(uid string, at time.Time) error {
 // PutCgroup records which cgroup a container runs in, as found on the node.
 // The container may not be in any pod status yet; it joins its pod when
 // the pod (or the pod uid from the cgroup path) is known.
-func (t *Txn) PutCgroup(ref Ref, id uint64) error {
+func (t *Txn) PutCgroup(ref host.Ref, id uint64) error {
 	if ref.ContainerID == "" || id == 0 {
 		return nil
 	}
@@ -187,7 +188,7 @@ func (t *Txn) PutCgroup(ref Ref, id uint64) error {
 // SyncCgroups records a full scan: every container cgroup, the set of
 // cgroups that are not containers', and retires containers known only from
 // a cgroup that the scan no longer finds.
-func (t *Txn) SyncCgroups(scan []Cgroup) error {
+func (t *Txn) SyncCgroups(scan []host.Cgroup) error {
 	seen := make(map[uint64]struct{}, len(scan))
 	t.hosts = map[uint64]struct{}{}
 	for _, c := range scan {

@@ -1,4 +1,4 @@
-package enrich
+package host
 
 import (
 	"strings"
@@ -65,21 +65,6 @@ func TestSplitContainerIDMatchesParsePath(t *testing.T) {
 		runtime, id := SplitContainerID(s)
 		if id != testID || runtime == "" {
 			t.Errorf("SplitContainerID(%q) = %q, %q", s, runtime, id)
-		}
-	}
-}
-
-func TestDigest(t *testing.T) {
-	for in, want := range map[string]string{
-		"docker.io/library/nginx@sha256:abcd": "sha256:abcd",
-		"docker-pullable://nginx@sha256:abcd": "sha256:abcd",
-		"sha256:abcd":                         "sha256:abcd",
-		"":                                    "",
-		"registry.example/app:1.0":            "",
-		"docker://sha256:abcd":                "sha256:abcd",
-	} {
-		if got := Digest(in); got != want {
-			t.Errorf("Digest(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

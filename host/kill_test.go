@@ -1,0 +1,76 @@
+package host_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+
+	"github.com/riposte-dev/riposte/host"
+	"github.com/riposte-dev/riposte/host/hosttest"
+)
+
+// TestKillProcessOnlyInItsCgroup: a kill aimed at a container's cgroup kills
+// a process in it, and refuses one outside it (a reused pid), pid 1 and the
+// caller itself; a process already gone reads as ErrGone.
+func TestKillProcessOnlyInItsCgroup(t *testing.T) {
+	c := host.Cgroups{Root: host.DefaultCgroupRoot()}
+	in, rel := hosttest.KubeletCgroup(t, c.Root, hostTestUID, hostTestID)
+	out := exec.Command("sleep", "60")
+	if err := out.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = out.Process.Kill(); _ = out.Wait() })
+	var p host.Proc
+
+	if err := p.KillProcess(out.Process.Pid, rel); !errors.Is(err, host.ErrNotInCgroup) {
+		t.Fatalf("kill of a process outside the cgroup: %v, want ErrNotInCgroup", err)
+	}
+	if err := syscall.Kill(out.Process.Pid, 0); err != nil {
+		t.Fatalf("the process outside the cgroup is gone: %v", err)
+	}
+	for _, pid := range []int{1, os.Getpid(), 0, -5} {
+		if err := p.KillProcess(pid, ""); err == nil {
+			t.Errorf("KillProcess(%d) succeeded, want a refusal", pid)
+		}
+	}
+	if err := p.KillProcess(in.Process.Pid, rel); err != nil {
+		t.Fatalf("kill in the cgroup: %v", err)
+	}
+	state, _ := in.Process.Wait()
+	if ws := state.String(); ws != "signal: killed" {
+		t.Errorf("process in the cgroup ended with %q, want signal: killed", ws)
+	}
+	if err := p.KillProcess(in.Process.Pid, rel); !errors.Is(err, host.ErrGone) {
+		t.Errorf("second kill: %v, want ErrGone", err)
+	}
+}
+
+// TestContainerDirAndPIDs finds a kubelet-like container cgroup by pod uid
+// and container id (with or without the runtime prefix) and lists its process.
+func TestContainerDirAndPIDs(t *testing.T) {
+	c := host.Cgroups{Root: host.DefaultCgroupRoot()}
+	cmd, rel := hosttest.KubeletCgroup(t, c.Root, hostTestUID, hostTestID)
+	for _, id := range []string{hostTestID, "containerd://" + hostTestID} {
+		dir, err := c.ContainerDir(hostTestUID, id)
+		if err != nil {
+			t.Fatalf("ContainerDir(%s): %v", id, err)
+		}
+		if got := c.Rel(dir); got != rel {
+			t.Errorf("ContainerDir = %s, want %s", got, rel)
+		}
+		pids, err := host.PIDs(dir)
+		if err != nil || len(pids) != 1 || pids[0] != cmd.Process.Pid {
+			t.Errorf("PIDs = %v, %v; want [%d]", pids, err, cmd.Process.Pid)
+		}
+	}
+	if _, err := c.ContainerDir("aaaaaaaa-1b2c-4d5e-8f90-123456789abc", hostTestID); !errors.Is(err, host.ErrNoCgroup) {
+		t.Errorf("unknown pod: %v, want ErrNoCgroup", err)
+	}
+	for _, bad := range []string{"../..", "pod/../x", ""} {
+		if _, err := c.PodDir(bad); err == nil || errors.Is(err, host.ErrNoCgroup) {
+			t.Errorf("PodDir(%q) = %v, want an invalid-uid error", bad, err)
+		}
+	}
+}
