@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 )
 
 // Request is one step to run for one Incident.

@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/responders"
 )
 
@@ -33,7 +33,7 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	r := runner(responders.Defaults(responders.Deps{Client: kc}))
 
 	inc, out := run(t, r, inc)
-	if !out.Done || inc.Status.Phase != responders.PhaseResponded {
+	if !out.Done || inc.Status.Phase != v1alpha1.PhaseResponded {
 		t.Fatalf("outcome %+v phase %q", out, inc.Status.Phase)
 	}
 	st := wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: delegated to the riposte agent on node \"riposte-test-node\"")
@@ -66,7 +66,7 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	annotate(t, inc, v1alpha1.RevertAnnotation)
 	inc, _ = run(t, r, inc)
 	wantPhase(t, inc, "isolate", v1alpha1.StepReverted, "deleted NetworkPolicy")
-	if inc.Status.Phase != responders.PhaseReverted {
+	if inc.Status.Phase != v1alpha1.PhaseReverted {
 		t.Fatalf("incident phase %q, want Reverted", inc.Status.Phase)
 	}
 	if err := kc.Get(ctxT(t), client.ObjectKeyFromObject(&np), &np); !apierrors.IsNotFound(err) {

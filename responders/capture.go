@@ -18,8 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	"github.com/riposte-dev/riposte/internal/evidence"
-	"github.com/riposte-dev/riposte/internal/redact"
+	"github.com/riposte-dev/riposte/evidence"
 )
 
 // EvidenceStore keeps evidence bundles (evidence.Dir on a node folder or PVC).
@@ -54,9 +53,6 @@ type Capture struct {
 	Node Node
 }
 
-// Redacted replaces values that may hold secrets.
-const Redacted = redact.Marker
-
 func toYAML(obj any, keepSecrets bool) ([]byte, error) {
 	var m map[string]any
 	if u, ok := obj.(*unstructured.Unstructured); ok {
@@ -68,7 +64,7 @@ func toYAML(obj any, keepSecrets bool) ([]byte, error) {
 		}
 	}
 	if !keepSecrets {
-		redact.Value(m)
+		evidence.Redact(m)
 	}
 	return yaml.Marshal(m)
 }

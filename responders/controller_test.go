@@ -94,8 +94,8 @@ func TestControllerKilledBetweenStepsResumesWithoutRepeatingTheFirst(t *testing.
 	if err := kc.Get(ctxT(t), client.ObjectKey{Namespace: ns, Name: "riposte-isolate-" + p.Name}, &np); err != nil {
 		t.Fatalf("NetworkPolicy: %v", err)
 	}
-	_ = waitFor(t, func() bool { return get(t, inc).Status.Phase == responders.PhaseResponded })
-	if ph := get(t, inc).Status.Phase; ph != responders.PhaseResponded {
+	_ = waitFor(t, func() bool { return get(t, inc).Status.Phase == v1alpha1.PhaseResponded })
+	if ph := get(t, inc).Status.Phase; ph != v1alpha1.PhaseResponded {
 		t.Fatalf("phase %q", ph)
 	}
 }
@@ -139,14 +139,14 @@ func TestControllerRestoresPhaseWhenTheWriterResetsItToOpen(t *testing.T) {
 	p := barePod(t, ns)
 	startController(t)
 	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionLabel, Values: map[string]string{"a": "b"}})))
-	if err := waitFor(t, func() bool { return get(t, inc).Status.Phase == responders.PhaseResponded }); err != nil {
+	if err := waitFor(t, func() bool { return get(t, inc).Status.Phase == v1alpha1.PhaseResponded }); err != nil {
 		t.Fatalf("never Responded: %v", err)
 	}
 	// The incident writer's first status patch, arriving late.
 	if err := kc.Status().Patch(ctxT(t), get(t, inc), client.RawPatch("application/merge-patch+json", []byte(`{"status":{"phase":"Open"}}`))); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitFor(t, func() bool { return get(t, inc).Status.Phase == responders.PhaseResponded }); err != nil {
+	if err := waitFor(t, func() bool { return get(t, inc).Status.Phase == v1alpha1.PhaseResponded }); err != nil {
 		t.Fatalf("phase left at %q: %v", get(t, inc).Status.Phase, err)
 	}
 }

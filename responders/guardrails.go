@@ -162,8 +162,8 @@ func (r *Runner) revert(ctx context.Context, inc *v1alpha1.Incident) (Outcome, e
 	if len(failed) > 0 {
 		return Outcome{}, fmt.Errorf("revert incident %s/%s: steps %s failed", inc.Namespace, inc.Name, strings.Join(failed, ", "))
 	}
-	if inc.Status.Phase != PhaseReverted {
-		inc.Status.Phase = PhaseReverted
+	if inc.Status.Phase != v1alpha1.PhaseReverted {
+		inc.Status.Phase = v1alpha1.PhaseReverted
 		if err := r.persist(ctx, inc); err != nil {
 			return Outcome{}, err
 		}

@@ -134,7 +134,7 @@ func TestApprovalBlocksUntilIncidentIsAnnotated(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		var out responders.Outcome
 		inc, out = run(t, r, inc)
-		if !out.AwaitingApproval || out.Done || inc.Status.Phase != responders.PhaseResponding {
+		if !out.AwaitingApproval || out.Done || inc.Status.Phase != v1alpha1.PhaseResponding {
 			t.Fatalf("run %d: outcome %+v phase %q, want awaiting approval", i, out, inc.Status.Phase)
 		}
 		wantPhase(t, inc, "mark", v1alpha1.StepSucceeded, "")
@@ -188,7 +188,7 @@ func TestRestartBetweenStepsFinishesWithoutRepeatingFirstStep(t *testing.T) {
 
 	second := runner(responders.Defaults(responders.Deps{Client: kc}))
 	done, out := run(t, second, inc)
-	if !out.Done || done.Status.Phase != responders.PhaseResponded {
+	if !out.Done || done.Status.Phase != v1alpha1.PhaseResponded {
 		t.Fatalf("outcome %+v phase %q", out, done.Status.Phase)
 	}
 	wantPhase(t, done, "label", v1alpha1.StepSucceeded, "contained=yes")
@@ -238,7 +238,7 @@ func TestFailedStepStopsLaterStepsUnlessContinueOnError(t *testing.T) {
 	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc})), inc)
 	wantPhase(t, inc, "notify", v1alpha1.StepFailed, "connection refused")
 	wantPhase(t, inc, "label", v1alpha1.StepSkipped, `not run: step "notify" failed`)
-	if inc.Status.Phase != responders.PhaseFailed || !strings.Contains(inc.Status.Phase, "Failed") {
+	if inc.Status.Phase != v1alpha1.PhaseFailed || !strings.Contains(string(inc.Status.Phase), "Failed") {
 		t.Fatalf("phase %q", inc.Status.Phase)
 	}
 }
@@ -301,7 +301,7 @@ func TestRevertStopsAStepStillWaitingForTheAgent(t *testing.T) {
 	annotate(t, inc, v1alpha1.RevertAnnotation)
 	got, _ = run(t, r, inc)
 	wantPhase(t, got, "kill", v1alpha1.StepSkipped, "not finished: incident reverted")
-	if got.Status.Phase != responders.PhaseReverted {
+	if got.Status.Phase != v1alpha1.PhaseReverted {
 		t.Fatalf("phase %q", got.Status.Phase)
 	}
 }

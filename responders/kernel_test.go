@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/responders"
 	"github.com/riposte-dev/riposte/responders/node"
 )
@@ -455,7 +455,7 @@ func TestControllerDelegatesKillAndCaptureToTheNodeAgent(t *testing.T) {
 		}
 		got, out = run(t, ctrl, inc)
 	}
-	if !out.Done || got.Status.Phase != responders.PhaseResponded {
+	if !out.Done || got.Status.Phase != v1alpha1.PhaseResponded {
 		t.Fatalf("outcome %+v phase %q steps %+v", out, got.Status.Phase, got.Status.Steps)
 	}
 	wantPhase(t, got, "capture", v1alpha1.StepSucceeded, "node riposte-test-node: ")

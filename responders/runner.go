@@ -16,14 +16,6 @@ import (
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 )
 
-// Incident phases written by the Runner.
-const (
-	PhaseResponding = "Responding"
-	PhaseResponded  = "Responded"
-	PhaseFailed     = "Failed"
-	PhaseReverted   = "Reverted"
-)
-
 // DefaultProtectedNamespaces are refused unless a playbook opts in; the Runner
 // adds its own namespace (OwnNamespace).
 var DefaultProtectedNamespaces = []string{"kube-system"}
@@ -410,14 +402,14 @@ func (r *Runner) persist(ctx context.Context, inc *v1alpha1.Incident) error {
 }
 
 func (r *Runner) setPhase(ctx context.Context, inc *v1alpha1.Incident) error {
-	phase := PhaseResponded
+	phase := v1alpha1.PhaseResponded
 	for _, s := range inc.Status.Steps {
 		if s.Phase == v1alpha1.StepFailed {
-			phase = PhaseFailed
+			phase = v1alpha1.PhaseFailed
 			break
 		}
 		if !final(s.Phase) {
-			phase = PhaseResponding
+			phase = v1alpha1.PhaseResponding
 		}
 	}
 	if inc.Status.Phase == phase {

@@ -31,8 +31,9 @@ import (
 	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/engine/enrich"
 	"github.com/riposte-dev/riposte/engine/ruleset"
+	"github.com/riposte-dev/riposte/evidence"
+	"github.com/riposte-dev/riposte/host"
 	"github.com/riposte-dev/riposte/internal/agent"
-	"github.com/riposte-dev/riposte/internal/evidence"
 	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/rollout"
@@ -119,7 +120,7 @@ func runAgent(ctx context.Context, o agentOptions) int {
 	reg.MustRegister(store.Collector())
 
 	var sensors *bpf.Sensors
-	cgroups := enrich.Cgroups{Root: enrich.DefaultCgroupRoot()}
+	cgroups := host.Cgroups{Root: host.DefaultCgroupRoot()}
 	a, err := agent.New(agent.Config{
 		Node: *node, Log: log, Registry: reg,
 		Enrich: store.Enrich,

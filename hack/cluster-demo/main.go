@@ -290,7 +290,7 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("the notify step succeeded but the webhook received nothing")
 	}
 	fmt.Printf("\nRESULT: %d rules live, the broken rule refused, %d Incidents from a real API server's audit stream and objects, the team's playbook %s in %s\n",
-		countRules(ctx, s.Client), countIncidents(ctx, s.Client), strings.ToLower(responded.Status.Phase), time.Since(began).Round(time.Second))
+		countRules(ctx, s.Client), countIncidents(ctx, s.Client), strings.ToLower(string(responded.Status.Phase)), time.Since(began).Round(time.Second))
 	return nil
 }
 

@@ -54,8 +54,8 @@ var phaseReset = predicate.Funcs{
 		old, ok1 := e.ObjectOld.(*v1alpha1.Incident)
 		inc, ok2 := e.ObjectNew.(*v1alpha1.Incident)
 		return ok1 && ok2 && old.Status.Phase != inc.Status.Phase && len(inc.Status.Steps) > 0 &&
-			inc.Status.Phase != responders.PhaseResponding && inc.Status.Phase != responders.PhaseResponded &&
-			inc.Status.Phase != responders.PhaseFailed && inc.Status.Phase != responders.PhaseReverted
+			inc.Status.Phase != v1alpha1.PhaseResponding && inc.Status.Phase != v1alpha1.PhaseResponded &&
+			inc.Status.Phase != v1alpha1.PhaseFailed && inc.Status.Phase != v1alpha1.PhaseReverted
 	},
 	CreateFunc:  func(event.CreateEvent) bool { return false },
 	DeleteFunc:  func(event.DeleteEvent) bool { return false },

@@ -42,7 +42,7 @@ import (
 	"github.com/riposte-dev/riposte/engine/enrich"
 	"github.com/riposte-dev/riposte/internal/audit"
 	"github.com/riposte-dev/riposte/internal/controller"
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/objects"

@@ -22,7 +22,7 @@ import (
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
-	"github.com/riposte-dev/riposte/internal/redact"
+	"github.com/riposte-dev/riposte/evidence"
 )
 
 // Defaults for Options.
@@ -318,7 +318,7 @@ func sample(ev *engine.Event) runtime.RawExtension {
 		b = []byte(fmt.Sprintf(`{"kind":%q,"time":%q,"truncated":true}`, ev.Kind, ev.Time.Format(time.RFC3339Nano)))
 	}
 	// Incidents are read by more people than Secrets and pod specs are.
-	return runtime.RawExtension{Raw: redact.JSON(b)}
+	return runtime.RawExtension{Raw: evidence.RedactJSON(b)}
 }
 
 // sweep drops windows that have ended and have nothing left to write.

@@ -23,6 +23,7 @@ import (
 	"github.com/riposte-dev/riposte/bpf"
 	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/engine/enrich"
+	"github.com/riposte-dev/riposte/host"
 	"github.com/riposte-dev/riposte/test/cluster"
 )
 
@@ -241,7 +242,7 @@ func TestExecInKubeletCgroupIsEnrichedWithPodImageDigestAndDeployment(t *testing
 	pod := e.createPod("web-6d4f8b7c9-abcde", ctrlRef("apps/v1", "ReplicaSet", rs.Name, rs.UID), nil,
 		runningStatus("10.244.1.17", "containerd://"+containerID, "registry.example/shop/web@"+digest))
 
-	cg := enrich.Cgroups{Root: enrich.DefaultCgroupRoot()}
+	cg := host.Cgroups{Root: host.DefaultCgroupRoot()}
 	execs := sensors(t)
 	proc, release := kubeletCgroup(t, cg.Root, string(pod.UID), containerID)
 	scanner := &enrich.Scanner{Store: e.store, Cgroups: cg, Interval: time.Hour, MinGap: 10 * time.Millisecond}
@@ -336,7 +337,7 @@ func TestDeletedPodResolvesWithinTombstoneWindowOnly(t *testing.T) {
 	const cgid = 1 << 50 // synthetic: this test is about time, not cgroups
 	eventually(t, "container in store", func() bool { _, ok := e.store.Container(containerID); return ok })
 	if err := e.store.Update(func(tx *enrich.Txn) error {
-		return tx.PutCgroup(enrich.Ref{ContainerID: containerID, PodUID: string(pod.UID)}, cgid)
+		return tx.PutCgroup(host.Ref{ContainerID: containerID, PodUID: string(pod.UID)}, cgid)
 	}); err != nil {
 		t.Fatal(err)
 	}

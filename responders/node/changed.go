@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 )
 
 // Bounds on the content copied from a container's changed files.

@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 )
 
 // MaxExecutable bounds each executable copied into a bundle.

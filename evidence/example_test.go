@@ -6,7 +6,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 )
 
 // A bundle is written once and verified later against the manifest hash kept

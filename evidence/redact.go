@@ -1,28 +1,25 @@
-// Package redact blanks values that may hold secrets in Kubernetes objects
-// and events before riposte stores them where more people can read them than
-// could read the original: Incident sample events, evidence bundles.
-package redact
+package evidence
 
 import (
 	"bytes"
 	"encoding/json"
 )
 
-// Marker replaces a redacted value.
-const Marker = "<redacted by riposte>"
+// RedactedMarker replaces a redacted value.
+const RedactedMarker = "<redacted by riposte>"
 
-// Value redacts v in place: a JSON-shaped tree of map[string]any and []any.
+// Redact redacts v in place: a JSON-shaped tree of map[string]any and []any.
 // It blanks container env values (names stay, rules and analysts need them),
 // the last-applied-configuration annotation (it repeats the object it was
 // applied from), and the data and stringData of Secrets.
-func Value(v any) {
+func Redact(v any) {
 	switch t := v.(type) {
 	case map[string]any:
 		if t["kind"] == "Secret" {
 			for _, k := range []string{"data", "stringData"} {
 				if m, ok := t[k].(map[string]any); ok {
 					for key := range m {
-						m[key] = Marker
+						m[key] = RedactedMarker
 					}
 				}
 			}
@@ -34,27 +31,27 @@ func Value(v any) {
 					for _, it := range items {
 						if m, ok := it.(map[string]any); ok {
 							if _, has := m["value"]; has {
-								m["value"] = Marker
+								m["value"] = RedactedMarker
 							}
 						}
 					}
 				}
 			case "kubectl.kubernetes.io/last-applied-configuration":
-				t[k] = Marker
+				t[k] = RedactedMarker
 				continue
 			}
-			Value(child)
+			Redact(child)
 		}
 	case []any:
 		for _, c := range t {
-			Value(c)
+			Redact(c)
 		}
 	}
 }
 
-// JSON returns b with Value applied. Input that is not a JSON object or
+// RedactJSON returns b with Redact applied. Input that is not a JSON object or
 // array comes back unchanged.
-func JSON(b []byte) []byte {
+func RedactJSON(b []byte) []byte {
 	var v any
 	if err := json.Unmarshal(b, &v); err != nil {
 		return b
@@ -64,7 +61,7 @@ func JSON(b []byte) []byte {
 	default:
 		return b
 	}
-	Value(v)
+	Redact(v)
 	var out bytes.Buffer
 	enc := json.NewEncoder(&out)
 	enc.SetEscapeHTML(false) // keep the marker readable: no \u003c

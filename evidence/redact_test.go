@@ -1,4 +1,4 @@
-package redact
+package evidence
 
 import (
 	"strings"
@@ -10,13 +10,13 @@ func TestJSONRedactsSecretsAndKeepsTheRest(t *testing.T) {
 	  "metadata":{"name":"api","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"env\":\"TOKEN=s3cr3t\"}"}},
 	  "spec":{"containers":[{"name":"c","env":[{"name":"TOKEN","value":"s3cr3t"},{"name":"FROM","valueFrom":{"secretKeyRef":{"name":"db","key":"pw"}}}]}]}},
 	  "audit":{"requestObject":{"kind":"Secret","metadata":{"name":"db"},"data":{"pw":"czNjcjN0"},"stringData":{"pw2":"s3cr3t"}}}}`
-	out := string(JSON([]byte(in)))
+	out := string(RedactJSON([]byte(in)))
 	for _, leak := range []string{"s3cr3t", "czNjcjN0"} {
 		if strings.Contains(out, leak) {
 			t.Errorf("%q survived: %s", leak, out)
 		}
 	}
-	for _, keep := range []string{`"name":"TOKEN"`, `"name":"FROM"`, `"secretKeyRef"`, `"pw"`, `"pw2"`, `"name":"db"`, Marker} {
+	for _, keep := range []string{`"name":"TOKEN"`, `"name":"FROM"`, `"secretKeyRef"`, `"pw"`, `"pw2"`, `"name":"db"`, RedactedMarker} {
 		if !strings.Contains(out, keep) {
 			t.Errorf("%s was lost: %s", keep, out)
 		}
@@ -25,20 +25,20 @@ func TestJSONRedactsSecretsAndKeepsTheRest(t *testing.T) {
 
 func TestJSONLeavesNonObjectsAlone(t *testing.T) {
 	for _, in := range []string{`"text"`, `42`, `not json`, ``} {
-		if got := string(JSON([]byte(in))); got != in {
-			t.Errorf("JSON(%q) = %q", in, got)
+		if got := string(RedactJSON([]byte(in))); got != in {
+			t.Errorf("RedactJSON(%q) = %q", in, got)
 		}
 	}
 }
 
-func FuzzJSON(f *testing.F) {
+func FuzzRedactJSON(f *testing.F) {
 	f.Add([]byte(`{"kind":"Secret","data":{"a":"b"}}`))
 	f.Add([]byte(`[{"env":[{"name":"A","value":"x"}]}]`))
 	f.Add([]byte(`{"env":"notalist","data":[1,2]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out := JSON(b)
+		out := RedactJSON(b)
 		if len(b) > 0 && len(out) == 0 {
-			t.Fatalf("JSON(%q) lost everything", b)
+			t.Fatalf("RedactJSON(%q) lost everything", b)
 		}
 	})
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/riposte-dev/riposte/internal/evidence"
+	"github.com/riposte-dev/riposte/evidence"
 )
 
 func TestWriteThenVerifyDetectsTampering(t *testing.T) {
