@@ -94,7 +94,8 @@ check-generated-bpf: ## fail if the committed bpf2go output differs from the C s
 .PHONY: test-agent
 test-agent: ## agent tests against the real kernel (root, BTF; riposte agent also needs make testenv); they fail, not skip
 	$(GO) test -count=1 ./bpf/... ./internal/agent/...
-	$(GO) test -count=1 -run 'TestRunReports|TestAgentLoadsReadyRules' ./cmd/riposte
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -run 'TestRunReports' ./cmd/riposte
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 ./internal/agentmgr
 
 .PHONY: fuzz-bpf
 fuzz-bpf: ## fuzz the ring-buffer record decoder for 30s

@@ -54,7 +54,7 @@ type Sensors struct {
 	gen    uint32     // the live filter generation
 	base   sensorsFilterCfg
 	filter *Filter
-	kills  struct{ bins, names map[string]uint32 }
+	kills  struct{ bins, names map[string]KillTarget }
 
 	// HostMntNS is the host's mount namespace: another one is a container.
 	HostMntNS uint32
@@ -335,23 +335,64 @@ func copyStr(dst []int8, s string) {
 	}
 }
 
+// KillTarget is an in-kernel kill-map entry: the rule's slot (index + 1,
+// reported back in the exec record) and where its playbook lets the kernel
+// kill. By default only processes of known containers outside the
+// protected namespaces are killed.
+type KillTarget struct {
+	Slot uint32
+	// Host lets the kernel kill host processes (not in any container).
+	Host bool
+	// Protected lets it kill in containers of protected namespaces.
+	Protected bool
+}
+
+// Kill-map value flags (c/common.h KILL_*).
+const (
+	killSlotMask  = 0xffffff
+	killHost      = 1 << 24
+	killProtected = 1 << 25
+)
+
+func (k KillTarget) value() (uint32, error) {
+	if k.Slot == 0 || k.Slot > killSlotMask {
+		return 0, fmt.Errorf("kill slot %d out of range", k.Slot)
+	}
+	v := k.Slot
+	if k.Host {
+		v |= killHost
+	}
+	if k.Protected {
+		v |= killProtected
+	}
+	return v, nil
+}
+
 // SetKill replaces the in-kernel kill sets: exec of an exact binary path or
-// base name is killed with SIGKILL before the binary runs, reported with the
-// slot value (rule index + 1) given here.
-func (s *Sensors) SetKill(bins, names map[string]uint32) error {
+// base name is killed with SIGKILL before the binary runs where the
+// target allows it, and reported with the target's slot.
+func (s *Sensors) SetKill(bins, names map[string]KillTarget) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for b, v := range bins {
+	for b, t := range bins {
 		if len(b) > maxBinary {
 			return fmt.Errorf("kill binary %q: longer than %d bytes", b, maxBinary)
+		}
+		v, err := t.value()
+		if err != nil {
+			return fmt.Errorf("kill binary %q: %w", b, err)
 		}
 		if err := s.objs.KillBins.Put(strKey(0, b), v); err != nil {
 			return fmt.Errorf("write kill binary %q: %w", b, err)
 		}
 	}
-	for n, v := range names {
+	for n, t := range names {
 		if len(n) > maxBasename {
 			return fmt.Errorf("kill base name %q: longer than %d bytes", n, maxBasename)
+		}
+		v, err := t.value()
+		if err != nil {
+			return fmt.Errorf("kill base name %q: %w", n, err)
 		}
 		if err := s.objs.KillNames.Put(nameKey(0, n), v); err != nil {
 			return fmt.Errorf("write kill base name %q: %w", n, err)
@@ -371,12 +412,30 @@ func (s *Sensors) SetKill(bins, names map[string]uint32) error {
 	return nil
 }
 
-// AddContainerCgroup tells the kernel that a cgroup (v2 id) is a
+// CgroupClass is what the kernel knows of a container cgroup: that it is a
+// container's (container-only rules and the filter) and whether in-kernel
+// kill may act there (c/common.h CG_*).
+type CgroupClass uint8
+
+// Cgroup classes.
+const (
+	// CgroupUnknown: a container whose pod is not known yet; never killed
+	// in the kernel.
+	CgroupUnknown CgroupClass = 1
+	// CgroupContainer: a container of a known pod outside the protected
+	// namespaces.
+	CgroupContainer CgroupClass = 2
+	// CgroupProtected: a container of a pod in a protected namespace.
+	CgroupProtected CgroupClass = 3
+)
+
+// SetContainerCgroup tells the kernel that a cgroup (v2 id) is a
 // container's: its processes count as in a container for container-only
-// rules even in the host's mount namespace. Enrichment must call it for
-// every cgroup it gives a container id to, before relying on it.
-func (s *Sensors) AddContainerCgroup(id uint64) error {
-	if err := s.objs.ContainerCgroups.Put(id, uint8(1)); err != nil {
+// rules even in the host's mount namespace, and class says whether an
+// in-kernel kill may act there. Enrichment must call it for every cgroup it
+// gives a container id to, before relying on it.
+func (s *Sensors) SetContainerCgroup(id uint64, class CgroupClass) error {
+	if err := s.objs.ContainerCgroups.Put(id, uint8(class)); err != nil {
 		return fmt.Errorf("add container cgroup %d: %w", id, err)
 	}
 	return nil

@@ -335,7 +335,7 @@ func TestContainerCgroupCountsAsContainer(t *testing.T) {
 	pid := runTrue()
 	// Our own cgroup (the child inherits it) becomes a "container".
 	cg := cgroupID(t)
-	if err := s.AddContainerCgroup(cg); err != nil {
+	if err := s.SetContainerCgroup(cg, CgroupUnknown); err != nil {
 		t.Fatal(err)
 	}
 	pid2 := runTrue()

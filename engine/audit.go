@@ -1,11 +1,15 @@
 package engine
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Audit is an audit.k8s.io/v1 Event exactly as kube-apiserver writes it (same
 // field names), so a line of a real audit log can be pasted into a rule test.
-// SourcePod is riposte's addition: the pod that held the first source IP at
-// the time of the request, when it was a pod.
+// SourcePod is riposte's addition: the pod the request came from, decided
+// from what the API server authenticated (see SourcePodClaims and
+// ConnectionIP), never from a header the client chose.
 type Audit struct {
 	Kind                     string            `json:"kind,omitempty"`
 	APIVersion               string            `json:"apiVersion,omitempty"`
@@ -59,4 +63,41 @@ type Status struct {
 	Reason     string         `json:"reason,omitempty"`
 	Details    map[string]any `json:"details,omitempty"`
 	Code       int64          `json:"code,omitempty"`
+}
+
+// Claims of bound ServiceAccount tokens in UserInfo.Extra: the API server
+// puts the pod (and node) the token was issued for there when it
+// authenticates the request, so they name the caller's pod for certain.
+const (
+	ExtraPodName  = "authentication.kubernetes.io/pod-name"
+	ExtraPodUID   = "authentication.kubernetes.io/pod-uid"
+	ExtraNodeName = "authentication.kubernetes.io/node-name"
+)
+
+// SourcePodClaims returns the pod a request came from when the API server
+// authenticated it with a ServiceAccount token bound to that pod: its name
+// and uid from the token's claims, its namespace from the ServiceAccount's
+// username. ok is false for any other caller.
+func SourcePodClaims(a *Audit) (p Peer, ok bool) {
+	ns, rest, isSA := strings.Cut(strings.TrimPrefix(a.User.Username, "system:serviceaccount:"), ":")
+	if !isSA || !strings.HasPrefix(a.User.Username, "system:serviceaccount:") || ns == "" || rest == "" {
+		return Peer{}, false
+	}
+	name, uid := a.User.Extra[ExtraPodName], a.User.Extra[ExtraPodUID]
+	if len(name) != 1 || len(uid) != 1 || name[0] == "" || uid[0] == "" {
+		return Peer{}, false
+	}
+	return Peer{Pod: name[0], PodUID: uid[0], Namespace: ns}, true
+}
+
+// ConnectionIP is the address the API server accepted the request's
+// connection from: the last entry of sourceIPs. kube-apiserver lists the
+// addresses of an X-Forwarded-For header (which the client writes) first, so
+// only the last one is the API server's own observation (or that of a proxy
+// in front of it).
+func ConnectionIP(a *Audit) string {
+	if len(a.SourceIPs) == 0 {
+		return ""
+	}
+	return a.SourceIPs[len(a.SourceIPs)-1]
 }

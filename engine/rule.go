@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
+	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 
@@ -27,6 +28,7 @@ type Rule struct {
 	spec      v1alpha1.DetectionRuleSpec
 
 	source      Source
+	condExpr    ast.Expr // the checked condition, for analysis
 	condition   cel.Program
 	exceptions  []exception
 	output      cel.Program
@@ -125,7 +127,8 @@ func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*Rule, e
 	if err != nil {
 		return nil, fmt.Errorf("compile rule %q: condition: %w", display, err)
 	}
-	r.constraints = deriveConstraints(cond.NativeRep().Expr(), r.source)
+	r.condExpr = cond.NativeRep().Expr()
+	r.constraints = deriveConstraints(r.condExpr, r.source)
 	r.constraints.Namespace = namespace
 	for i, k := range AllKinds() {
 		for _, c := range r.constraints.Kinds {

@@ -212,16 +212,6 @@ func (c Cgroups) ContainerDir(podUID, containerID string) (string, error) {
 	return "", fmt.Errorf("container %s of pod %s: %w", id, podUID, ErrNoCgroup)
 }
 
-// Rel returns dir (absolute, under Root) as the kernel writes it in
-// /proc/<pid>/cgroup: relative to Root, starting with "/".
-func (c Cgroups) Rel(dir string) string {
-	rel, err := filepath.Rel(c.Root, dir)
-	if err != nil || rel == "." {
-		return "/"
-	}
-	return "/" + filepath.ToSlash(rel)
-}
-
 // PIDs lists the processes of the cgroup dir and of its descendants, sorted.
 func PIDs(dir string) ([]int, error) {
 	var pids []int

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,14 +22,16 @@ var errESRCH = syscall.ESRCH
 var ErrNotInCgroup = errors.New("process is not in the expected cgroup")
 
 // KillProcess sends SIGKILL to pid, but only if the process runs in the
-// cgroup cgroupPath (relative to the cgroup v2 root, as /proc/<pid>/cgroup
-// writes it) or below it. Pids are reused: killing an unrelated process would
-// turn the response into the incident. It holds a pidfd from before the
-// check until the signal, so the process checked is the process killed.
-// cgroupPath "" skips the check; callers allow that only for host processes
-// a playbook explicitly lets them kill. pid 1 and the caller itself are never
+// cgroup directory cgroupDir (absolute, under the cgroup v2 mount) or below
+// it, as that cgroup's own cgroup.procs lists it. Pids are reused: killing an
+// unrelated process would turn the response into the incident. It holds a
+// pidfd from before the check until the signal, so the process checked is
+// the process killed. Membership is read from cgroupfs rather than from
+// /proc/<pid>/cgroup, whose paths depend on the reader's cgroup namespace.
+// cgroupDir "" skips the check; callers allow that only for host processes a
+// playbook explicitly lets them kill. pid 1 and the caller itself are never
 // killed.
-func (p Proc) KillProcess(pid int, cgroupPath string) error {
+func (p Proc) KillProcess(pid int, cgroupDir string) error {
 	if pid <= 1 || pid == os.Getpid() {
 		return fmt.Errorf("refusing to kill pid %d", pid)
 	}
@@ -41,16 +43,20 @@ func (p Proc) KillProcess(pid int, cgroupPath string) error {
 		return fmt.Errorf("open pidfd of %d: %w", pid, err)
 	}
 	defer unix.Close(fd)
-	if cgroupPath != "" {
-		cg, err := p.Cgroup(pid)
+	if cgroupDir != "" {
+		pids, err := PIDs(cgroupDir)
 		if err != nil {
 			return err
 		}
-		if !within(cg, cgroupPath) {
-			return fmt.Errorf("process %d runs in cgroup %s, not in %s: %w", pid, cg, cgroupPath, ErrNotInCgroup)
+		if !slices.Contains(pids, pid) {
+			// Gone, or another process: either way not the one to kill.
+			if unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+				return fmt.Errorf("process %d: %w", pid, ErrGone)
+			}
+			return fmt.Errorf("process %d is not in cgroup %s: %w", pid, cgroupDir, ErrNotInCgroup)
 		}
-		// The read above was of the pidfd's process only if it still lives:
-		// a pid is not reused while its process exists.
+		// The listing named the pidfd's process only if it still lives: a
+		// pid is not reused while its process exists.
 		if err := unix.PidfdSendSignal(fd, 0, nil, 0); err != nil {
 			return fmt.Errorf("process %d: %w", pid, ErrGone)
 		}
@@ -62,10 +68,4 @@ func (p Proc) KillProcess(pid int, cgroupPath string) error {
 		return fmt.Errorf("SIGKILL pid %d: %w", pid, err)
 	}
 	return nil
-}
-
-// within reports whether cgroup path cg is dir or lies below it.
-func within(cg, dir string) bool {
-	dir = strings.TrimSuffix(dir, "/")
-	return cg == dir || strings.HasPrefix(cg, dir+"/")
 }

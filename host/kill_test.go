@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 func TestKillProcessOnlyInItsCgroup(t *testing.T) {
 	c := host.Cgroups{Root: host.DefaultCgroupRoot()}
 	in, rel := hosttest.KubeletCgroup(t, c.Root, hostTestUID, hostTestID)
+	dir := filepath.Join(c.Root, rel)
 	out := exec.Command("sleep", "60")
 	if err := out.Start(); err != nil {
 		t.Fatal(err)
@@ -24,7 +26,7 @@ func TestKillProcessOnlyInItsCgroup(t *testing.T) {
 	t.Cleanup(func() { _ = out.Process.Kill(); _ = out.Wait() })
 	var p host.Proc
 
-	if err := p.KillProcess(out.Process.Pid, rel); !errors.Is(err, host.ErrNotInCgroup) {
+	if err := p.KillProcess(out.Process.Pid, dir); !errors.Is(err, host.ErrNotInCgroup) {
 		t.Fatalf("kill of a process outside the cgroup: %v, want ErrNotInCgroup", err)
 	}
 	if err := syscall.Kill(out.Process.Pid, 0); err != nil {
@@ -35,14 +37,14 @@ func TestKillProcessOnlyInItsCgroup(t *testing.T) {
 			t.Errorf("KillProcess(%d) succeeded, want a refusal", pid)
 		}
 	}
-	if err := p.KillProcess(in.Process.Pid, rel); err != nil {
+	if err := p.KillProcess(in.Process.Pid, dir); err != nil {
 		t.Fatalf("kill in the cgroup: %v", err)
 	}
 	state, _ := in.Process.Wait()
 	if ws := state.String(); ws != "signal: killed" {
 		t.Errorf("process in the cgroup ended with %q, want signal: killed", ws)
 	}
-	if err := p.KillProcess(in.Process.Pid, rel); !errors.Is(err, host.ErrGone) {
+	if err := p.KillProcess(in.Process.Pid, dir); !errors.Is(err, host.ErrGone) {
 		t.Errorf("second kill: %v, want ErrGone", err)
 	}
 }
@@ -57,8 +59,8 @@ func TestContainerDirAndPIDs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ContainerDir(%s): %v", id, err)
 		}
-		if got := c.Rel(dir); got != rel {
-			t.Errorf("ContainerDir = %s, want %s", got, rel)
+		if want := filepath.Join(c.Root, rel); dir != want {
+			t.Errorf("ContainerDir = %s, want %s", dir, want)
 		}
 		pids, err := host.PIDs(dir)
 		if err != nil || len(pids) != 1 || pids[0] != cmd.Process.Pid {

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"strings"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/bpf"
 	"github.com/riposte-dev/riposte/evidence"
 )
 
@@ -28,6 +29,20 @@ type Request struct {
 
 // Subject returns the Incident's subject.
 func (r *Request) Subject() *v1alpha1.Subject { return &r.Incident.Spec.Subject }
+
+// ClusterPlaybook reports whether the step's playbook is a
+// ClusterResponsePlaybook (its key has no namespace).
+func (r *Request) ClusterPlaybook() bool { return !strings.Contains(r.Playbook, "/") }
+
+// Target is what a node action acts on: the subject's process, container and
+// pod. A subject outside any container is a host process, which only a
+// ClusterResponsePlaybook with allowHostProcesses may act on.
+func (r *Request) Target() ProcessTarget {
+	s := r.Subject()
+	t := ProcessTarget{PID: int(s.PID), PodUID: s.PodUID, ContainerID: s.ContainerID}
+	t.Host = s.ContainerID == "" && s.PodUID == "" && r.ClusterPlaybook() && r.Spec != nil && r.Spec.AllowHostProcesses
+	return t
+}
 
 // Result is what an action did, for the Incident status.
 type Result struct {
@@ -62,33 +77,44 @@ type Reverter interface {
 
 // Node does what only the agent on the subject's node can do. The controller has
 // no Node unless it runs on the node itself; the agent implements it
-// (package responders/node).
+// (package responders/node), and so does `riposte run` on a host.
 type Node interface {
 	// IsolatePod enforces deny-all (except allow) on the pod's cgroup in the
 	// kernel and returns a description of what was attached.
 	IsolatePod(ctx context.Context, podUID string, allow []Peer) (string, error)
 	// ReleasePod removes what IsolatePod attached; it succeeds when nothing is attached.
 	ReleasePod(ctx context.Context, podUID string) error
-	// KillProcess sends SIGKILL to pid after checking it still belongs to the
-	// container (PIDs are reused).
-	KillProcess(ctx context.Context, pid int, containerID string) error
+	// KillProcess sends SIGKILL to the target's process after checking it
+	// still runs in the target's container (pids are reused). A target
+	// without a container is a host process, killed only when Host is set.
+	KillProcess(ctx context.Context, t ProcessTarget) error
 	// KillContainer kills every process of the container's cgroup.
 	KillContainer(ctx context.Context, podUID, containerID string) error
-	// Evidence collects what only the node sees: processes, command lines,
-	// open files and sockets, executables, the flight recorder. Environment
-	// values are left out unless includeSecrets.
-	Evidence(ctx context.Context, podUID, containerID string, includeSecrets bool) ([]evidence.File, error)
+	// Evidence collects what only the node sees about the target's
+	// container (or pod, or host process): processes, command lines, open
+	// files and sockets, executables, changed files, the flight recorder.
+	// Environment values are left out unless includeSecrets.
+	Evidence(ctx context.Context, t ProcessTarget, includeSecrets bool) ([]evidence.File, error)
 }
 
-// Peer is a destination an isolated pod may still reach; a zero Port means any port.
-type Peer struct {
-	Net  *net.IPNet
-	Port uint16
+// ProcessTarget names what a node action acts on, from the Incident's
+// subject as riposte recorded it.
+type ProcessTarget struct {
+	PID         int
+	PodUID      string
+	ContainerID string
+	// Host allows acting on a process outside any container (a
+	// ClusterResponsePlaybook with allowHostProcesses).
+	Host bool
 }
+
+// Peer is a destination an isolated pod may still reach; a nil Net means any
+// address and a zero Port any port.
+type Peer = bpf.Peer
 
 // ErrWaiting is returned by an action whose node part the agent does: the
 // step stays Running (with the Result's message, undo data and evidence
-// recorded) until the agent's result appears in NodeResultsAnnotation.
+// recorded) until the agent's result appears in v1alpha1.NodeResultsAnnotation.
 var ErrWaiting = errors.New("waiting for the node agent")
 
 // ErrGone is returned by Node.KillProcess when the process no longer exists:

@@ -44,8 +44,8 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	if err := kc.Get(ctxT(t), client.ObjectKey{Namespace: ns, Name: "riposte-isolate-" + p.Name}, &np); err != nil {
 		t.Fatalf("NetworkPolicy: %v", err)
 	}
-	if got := np.Spec.PodSelector.MatchLabels; len(got) != 1 || got[responders.IsolateLabel] != string(p.UID) {
-		t.Fatalf("podSelector %v, want only %s=%s", got, responders.IsolateLabel, p.UID)
+	if got := np.Spec.PodSelector.MatchLabels; len(got) != 1 || got[v1alpha1.IsolateLabel] != string(p.UID) {
+		t.Fatalf("podSelector %v, want only %s=%s", got, v1alpha1.IsolateLabel, p.UID)
 	}
 	if len(np.Spec.PolicyTypes) != 2 || len(np.Spec.Ingress) != 0 {
 		t.Fatalf("policyTypes %v ingress %v: want Ingress+Egress and no ingress rule", np.Spec.PolicyTypes, np.Spec.Ingress)
@@ -54,8 +54,8 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 		np.Spec.Egress[1].To[0].IPBlock.CIDR != "10.0.0.5/32" || np.Spec.Egress[1].Ports[0].Port.IntValue() != 443 {
 		t.Fatalf("egress %+v: want DNS (udp+tcp 53) and 10.0.0.5/32:443 only", np.Spec.Egress)
 	}
-	if got := getPod(t, ns, p.Name); got.Labels[responders.IsolateLabel] != string(p.UID) || got.Annotations[responders.AllowAnnotation] != "any:53,10.0.0.5/32:443" {
-		t.Fatalf("pod label %s=%q annotation %s=%q", responders.IsolateLabel, got.Labels[responders.IsolateLabel], responders.AllowAnnotation, got.Annotations[responders.AllowAnnotation])
+	if got := getPod(t, ns, p.Name); got.Labels[v1alpha1.IsolateLabel] != string(p.UID) || got.Annotations[v1alpha1.IsolateAllowAnnotation] != "any:53,10.0.0.5/32:443" {
+		t.Fatalf("pod label %s=%q annotation %s=%q", v1alpha1.IsolateLabel, got.Labels[v1alpha1.IsolateLabel], v1alpha1.IsolateAllowAnnotation, got.Annotations[v1alpha1.IsolateAllowAnnotation])
 	}
 	// Running again changes nothing: the step is already Succeeded.
 	again, _ := run(t, r, inc)
@@ -72,7 +72,7 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	if err := kc.Get(ctxT(t), client.ObjectKeyFromObject(&np), &np); !apierrors.IsNotFound(err) {
 		t.Fatalf("NetworkPolicy after revert: %v", err)
 	}
-	if got := getPod(t, ns, p.Name); got.Labels[responders.IsolateLabel] != "" || got.Annotations[responders.AllowAnnotation] != "" {
+	if got := getPod(t, ns, p.Name); got.Labels[v1alpha1.IsolateLabel] != "" || got.Annotations[v1alpha1.IsolateAllowAnnotation] != "" {
 		t.Fatalf("isolate label or allow annotation still on the pod after revert: %v %v", got.Labels, got.Annotations)
 	}
 }
@@ -89,8 +89,8 @@ func TestQuarantineRelabelsPodOutAndReplicaSetStartsReplacement(t *testing.T) {
 		t.Fatalf("undo %v does not record app=%s", st.Undo, d.Name)
 	}
 	got := getPod(t, ns, suspect.Name)
-	if _, ok := got.Labels["app"]; ok || got.Labels[responders.QuarantineLabel] != "true" {
-		t.Fatalf("suspect labels %v: want app removed and %s=true", got.Labels, responders.QuarantineLabel)
+	if _, ok := got.Labels["app"]; ok || got.Labels[v1alpha1.QuarantinedLabel] != "true" {
+		t.Fatalf("suspect labels %v: want app removed and %s=true", got.Labels, v1alpha1.QuarantinedLabel)
 	}
 	// The ReplicaSet controller releases the suspect and creates a fresh replica.
 	fresh := waitPods(t, ns, map[string]string{"app": d.Name}, 1)

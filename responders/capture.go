@@ -3,6 +3,7 @@ package responders
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -130,8 +131,8 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 	}
 	delegate := false
 	switch {
-	case a.Node != nil && s.PodUID != "":
-		nf, err := a.Node.Evidence(ctx, s.PodUID, s.ContainerID, params.IncludeSecrets)
+	case a.Node != nil && (s.PodUID != "" || req.Target().Host):
+		nf, err := a.Node.Evidence(ctx, req.Target(), params.IncludeSecrets)
 		if err != nil {
 			missing = append(missing, fmt.Sprintf("node: %v", err))
 		}
@@ -145,8 +146,7 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 	if len(missing) > 0 {
 		add("not-captured.txt", []byte(strings.Join(missing, "\n")+"\n"))
 	}
-	id := fmt.Sprintf("%s/%s/%s", req.Incident.Namespace, req.Incident.Name, strings.ReplaceAll(req.Playbook+"-"+req.StepName, "/", "_"))
-	sealed, err := a.Store.Write(ctx, id, files, time.Now())
+	sealed, err := a.Store.Write(ctx, bundleID(req, ""), files, time.Now())
 	if err != nil {
 		return Result{}, fmt.Errorf("store evidence: %w", err)
 	}
@@ -181,6 +181,34 @@ func (a *Capture) nodePart(req *Request) (Result, error) {
 	}
 	msg := fmt.Sprintf("API bundle at %s; node %s: %s", req.Undo["bundle"], req.Subject().Node, r.Message)
 	return Result{Message: msg, Evidence: r.Evidence}, nil
+}
+
+// DoOnNode implements NodeAction: the node bundle of a capture (processes,
+// executables, changed files, flight recorder), written to this node's
+// evidence store. The controller delegates it to the subject's node.
+func (a *Capture) DoOnNode(ctx context.Context, req *Request) (Result, error) {
+	if a.Node == nil || a.Store == nil {
+		return Result{}, errors.New("no node agent or evidence store in this process")
+	}
+	includeSecrets := req.Step.Capture != nil && req.Step.Capture.IncludeSecrets
+	files, err := a.Node.Evidence(ctx, req.Target(), includeSecrets)
+	if err != nil {
+		return Result{}, err
+	}
+	sealed, err := a.Store.Write(ctx, bundleID(req, "-node"), files, time.Now())
+	if err != nil {
+		return Result{}, fmt.Errorf("store node evidence: %w", err)
+	}
+	at := metav1.NewTime(sealed.CapturedAt)
+	return Result{
+		Message:  fmt.Sprintf("%d files at %s, manifest sha256 %s", sealed.Files, sealed.Location, sealed.ManifestSHA256),
+		Evidence: &v1alpha1.Evidence{Location: sealed.Location, ManifestSHA256: sealed.ManifestSHA256, Files: int32(sealed.Files), CapturedAt: &at},
+	}, nil
+}
+
+// bundleID names a step's evidence bundle: namespace/incident/playbook-step.
+func bundleID(req *Request, suffix string) string {
+	return fmt.Sprintf("%s/%s/%s%s", req.Incident.Namespace, req.Incident.Name, strings.ReplaceAll(req.Playbook+"-"+req.StepName, "/", "_"), suffix)
 }
 
 // owners walks the controller chain (Pod → ReplicaSet → Deployment, Job →

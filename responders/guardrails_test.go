@@ -63,7 +63,7 @@ func TestDryRunChangesNothingAndRecordsWhatWouldHappen(t *testing.T) {
 	if err := kc.Get(ctxT(t), client.ObjectKeyFromObject(d), &got); err != nil || *got.Spec.Replicas != 2 {
 		t.Fatalf("replicas changed by a dry run: %v %v", got.Spec.Replicas, err)
 	}
-	if l := getPod(t, ns, p.Name).Labels; l["x"] != "" || l[responders.IsolateLabel] != "" {
+	if l := getPod(t, ns, p.Name).Labels; l["x"] != "" || l[v1alpha1.IsolateLabel] != "" {
 		t.Fatalf("labels changed by a dry run: %v", l)
 	}
 }

@@ -2,6 +2,7 @@ package responders
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -17,16 +19,8 @@ import (
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 )
 
-// IsolateLabel selects isolated pods; its value is the pod's UID so one pod's
-// policy never selects another.
-const IsolateLabel = "riposte.dev/isolate"
-
-// AllowAnnotation lists, on an isolated pod, the peers it may still reach
-// (FormatPeers form), for the node agent's kernel layer.
-const AllowAnnotation = "riposte.dev/isolate-allow"
-
 // Isolate cuts a pod off the network in two layers: a deny-all NetworkPolicy
-// selected by IsolateLabel, and (through Node, on the pod's node) cgroup_skb
+// selected by v1alpha1.IsolateLabel, and (through Node, on the pod's node) cgroup_skb
 // programs on the pod's cgroup, because many CNIs silently ignore NetworkPolicy.
 type Isolate struct {
 	Client client.Client
@@ -102,7 +96,8 @@ func ParsePeers(s string) ([]Peer, error) {
 	return peers, nil
 }
 
-func describePeers(peers []Peer) string {
+// DescribePeers renders peers for messages: "10.0.0.0/8:443, any:53" or "nothing".
+func DescribePeers(peers []Peer) string {
 	if len(peers) == 0 {
 		return "nothing"
 	}
@@ -131,7 +126,7 @@ func Policy(pod *corev1.Pod, params *v1alpha1.IsolateParams) *networkingv1.Netwo
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}},
 		},
 		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{IsolateLabel: string(pod.UID)}},
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{v1alpha1.IsolateLabel: string(pod.UID)}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 			Ingress:     []networkingv1.NetworkPolicyIngressRule{},
 			Egress:      []networkingv1.NetworkPolicyEgressRule{},
@@ -171,7 +166,7 @@ func (a *Isolate) Plan(ctx context.Context, req *Request) (string, error) {
 		kernel = "cgroup_skb ingress+egress on the pod's cgroup"
 	}
 	return fmt.Sprintf("isolate pod %s/%s: NetworkPolicy %s denying all ingress and egress except %s, label %s=%s; %s",
-		s.Namespace, s.Pod, policyName(s.Pod), describePeers(peers), IsolateLabel, s.PodUID, kernel), nil
+		s.Namespace, s.Pod, policyName(s.Pod), DescribePeers(peers), v1alpha1.IsolateLabel, s.PodUID, kernel), nil
 }
 
 // Do implements Action.
@@ -184,32 +179,12 @@ func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// Policy first: the label alone would select nothing, the policy alone nothing either.
 	want := Policy(p, req.Step.Isolate)
-	if err := a.Client.Create(ctx, want); err != nil {
-		if !apierrors.IsAlreadyExists(err) {
-			return Result{}, fmt.Errorf("create NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
-		}
-		var have networkingv1.NetworkPolicy
-		if err := a.Client.Get(ctx, client.ObjectKeyFromObject(want), &have); err != nil {
-			return Result{}, fmt.Errorf("get NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
-		}
-		have.Spec = want.Spec
-		if err := a.Client.Update(ctx, &have); err != nil {
-			return Result{}, fmt.Errorf("update NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
-		}
-	}
-	// The allow list goes on the pod too: the node agent isolates in the kernel
-	// exactly the pods the NetworkPolicy selects, with the same exceptions.
-	patch := map[string]any{"metadata": map[string]any{
-		"labels":      map[string]any{IsolateLabel: string(p.UID)},
-		"annotations": map[string]any{AllowAnnotation: FormatPeers(peers)},
-	}}
-	if err := mergePatch(ctx, a.Client, p, patch); err != nil {
-		return Result{}, fmt.Errorf("label pod %s/%s: %w", p.Namespace, p.Name, err)
+	if _, err := a.apply(ctx, p, want, peers); err != nil {
+		return Result{}, err
 	}
 	undo := map[string]string{"networkPolicy": want.Name, "podUID": string(p.UID), "allow": FormatPeers(peers)}
-	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s; ", want.Namespace, want.Name, describePeers(peers))
+	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s; ", want.Namespace, want.Name, DescribePeers(peers))
 	if a.Node == nil {
 		if p.Spec.NodeName == "" {
 			return Result{Message: msg + "kernel: the pod is not on a node yet; the agent of the node it lands on isolates it (it follows the label)", Undo: undo}, nil
@@ -227,6 +202,66 @@ func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
 	return Result{Message: msg + "kernel: " + desc, Undo: undo}, nil
 }
 
+// apply makes the isolation of p what want and peers say: the NetworkPolicy
+// (created, or put back as it should be) and the pod's isolate label and
+// allow-list annotation. It returns what it had to change.
+func (a *Isolate) apply(ctx context.Context, p *corev1.Pod, want *networkingv1.NetworkPolicy, peers []Peer) ([]string, error) {
+	var changed []string
+	// Policy first: the label alone would select nothing, the policy alone nothing either.
+	var have networkingv1.NetworkPolicy
+	switch err := a.Client.Get(ctx, client.ObjectKeyFromObject(want), &have); {
+	case apierrors.IsNotFound(err):
+		if err := a.Client.Create(ctx, want); err != nil {
+			return changed, fmt.Errorf("create NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		changed = append(changed, "NetworkPolicy "+want.Name+" created")
+	case err != nil:
+		return changed, fmt.Errorf("get NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
+	case !equality.Semantic.DeepEqual(have.Spec, want.Spec):
+		have.Spec = want.Spec
+		if err := a.Client.Update(ctx, &have); err != nil {
+			return changed, fmt.Errorf("update NetworkPolicy %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		changed = append(changed, "NetworkPolicy "+want.Name+" spec restored")
+	}
+	// The allow list goes on the pod too, beside the label the policy selects.
+	uid, allow := string(p.UID), FormatPeers(peers)
+	if p.Labels[v1alpha1.IsolateLabel] != uid || p.Annotations[v1alpha1.IsolateAllowAnnotation] != allow {
+		patch := map[string]any{"metadata": map[string]any{
+			"labels":      map[string]any{v1alpha1.IsolateLabel: uid},
+			"annotations": map[string]any{v1alpha1.IsolateAllowAnnotation: allow},
+		}}
+		if err := mergePatch(ctx, a.Client, p, patch); err != nil {
+			return changed, fmt.Errorf("label pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+		changed = append(changed, fmt.Sprintf("label %s and annotation %s of pod %s restored", v1alpha1.IsolateLabel, v1alpha1.IsolateAllowAnnotation, p.Name))
+	}
+	return changed, nil
+}
+
+// Reassert puts back the isolation an isolate step set up (Succeeded, not
+// reverted) when someone else changed it: the NetworkPolicy, the pod's
+// label and its allow list, from what the step recorded. It returns what it
+// restored; nothing when the pod is gone.
+func (a *Isolate) Reassert(ctx context.Context, req *Request) ([]string, error) {
+	p, err := pod(ctx, a.Client, req.Subject())
+	if apierrors.IsNotFound(err) || errors.Is(err, ErrRefused) {
+		return nil, nil // the pod is gone, or a new pod took its name
+	}
+	if err != nil {
+		return nil, err
+	}
+	peers, err := ParsePeers(req.Undo["allow"])
+	if err != nil {
+		return nil, fmt.Errorf("isolate step of %s/%s: recorded allow list: %w", req.Incident.Namespace, req.Incident.Name, err)
+	}
+	want := Policy(p, req.Step.Isolate)
+	if name := req.Undo["networkPolicy"]; name != "" {
+		want.Name = name
+	}
+	return a.apply(ctx, p, want, peers)
+}
+
 // Revert implements Reverter: policy, label and kernel programs are removed.
 func (a *Isolate) Revert(ctx context.Context, req *Request) (string, error) {
 	s := req.Subject()
@@ -240,13 +275,13 @@ func (a *Isolate) Revert(ctx context.Context, req *Request) (string, error) {
 	}
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Pod}}
 	unpatch := map[string]any{"metadata": map[string]any{
-		"labels":      map[string]any{IsolateLabel: nil},
-		"annotations": map[string]any{AllowAnnotation: nil},
+		"labels":      map[string]any{v1alpha1.IsolateLabel: nil},
+		"annotations": map[string]any{v1alpha1.IsolateAllowAnnotation: nil},
 	}}
 	if err := ignoreNotFound(mergePatch(ctx, a.Client, p, unpatch)); err != nil {
 		return "", fmt.Errorf("unlabel pod %s/%s: %w", s.Namespace, s.Pod, err)
 	}
-	msg := fmt.Sprintf("deleted NetworkPolicy %s/%s and label %s", s.Namespace, name, IsolateLabel)
+	msg := fmt.Sprintf("deleted NetworkPolicy %s/%s and label %s", s.Namespace, name, v1alpha1.IsolateLabel)
 	if req.Undo["kernel"] == "delegated" {
 		msg += "; the node agent detaches the kernel programs"
 	} else if req.Undo["kernel"] != "" {

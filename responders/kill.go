@@ -119,7 +119,14 @@ func readyReplicas(ctx context.Context, c client.Reader, p *corev1.Pod) (int32, 
 // Do implements Action.
 func (a *Kill) Do(ctx context.Context, req *Request) (Result, error) {
 	s := req.Subject()
-	if req.Undo[UndoNode] == "delegated" {
+	switch t := killTarget(req); t {
+	case "process", "container":
+		if a.Node != nil {
+			return a.DoOnNode(ctx, req)
+		}
+		if req.Undo[UndoNode] != "delegated" {
+			return Result{}, fmt.Errorf("kill %s: no node agent in this process", t)
+		}
 		res, ok := nodeResult(req)
 		switch {
 		case !ok:
@@ -128,29 +135,6 @@ func (a *Kill) Do(ctx context.Context, req *Request) (Result, error) {
 			return Result{}, fmt.Errorf("node %s: %s", s.Node, res.Error)
 		}
 		return Result{Message: fmt.Sprintf("node %s: %s", s.Node, res.Message)}, nil
-	}
-	switch t := killTarget(req); t {
-	case "process":
-		if a.Node == nil {
-			return Result{}, fmt.Errorf("kill process %d: no node agent in this process", s.PID)
-		}
-		if s.PID <= 0 {
-			return Result{}, refused("the incident's subject names no process")
-		}
-		if err := a.Node.KillProcess(ctx, int(s.PID), s.ContainerID); errors.Is(err, ErrGone) {
-			return Result{Message: fmt.Sprintf("process %d (%s) already gone: exited, or killed in the kernel at exec", s.PID, s.Binary)}, nil
-		} else if err != nil {
-			return Result{}, fmt.Errorf("kill process %d: %w", s.PID, err)
-		}
-		return Result{Message: fmt.Sprintf("process %d (%s) killed with SIGKILL", s.PID, s.Binary)}, nil
-	case "container":
-		if a.Node == nil {
-			return Result{}, fmt.Errorf("kill container %s: no node agent in this process", s.ContainerID)
-		}
-		if err := a.Node.KillContainer(ctx, s.PodUID, s.ContainerID); err != nil {
-			return Result{}, fmt.Errorf("kill container %s: %w", s.ContainerID, err)
-		}
-		return Result{Message: fmt.Sprintf("container %s (%s) killed", s.Container, s.ContainerID)}, nil
 	case "pod":
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Pod}}
 		opts := []client.DeleteOption{client.GracePeriodSeconds(0)}
@@ -170,4 +154,35 @@ func (a *Kill) Do(ctx context.Context, req *Request) (Result, error) {
 	default:
 		return Result{}, fmt.Errorf("unknown kill target %q", t)
 	}
+}
+
+// DoOnNode implements NodeAction: the process or container kill itself,
+// on the node the subject runs on. The controller delegates it to that
+// node's agent; `riposte run` calls it on its own host.
+func (a *Kill) DoOnNode(ctx context.Context, req *Request) (Result, error) {
+	s := req.Subject()
+	if a.Node == nil {
+		return Result{}, errors.New("no node agent in this process")
+	}
+	switch t := killTarget(req); t {
+	case "process":
+		if s.PID <= 0 {
+			return Result{}, refused("the incident's subject names no process")
+		}
+		if err := a.Node.KillProcess(ctx, req.Target()); errors.Is(err, ErrGone) {
+			return Result{Message: fmt.Sprintf("process %d (%s) already gone: exited, or killed in the kernel at exec", s.PID, s.Binary)}, nil
+		} else if err != nil {
+			return Result{}, fmt.Errorf("kill process %d: %w", s.PID, err)
+		}
+		return Result{Message: fmt.Sprintf("process %d (%s) killed with SIGKILL", s.PID, s.Binary)}, nil
+	case "container":
+		if s.ContainerID == "" {
+			return Result{}, refused("the incident's subject names no container")
+		}
+		if err := a.Node.KillContainer(ctx, s.PodUID, s.ContainerID); err != nil {
+			return Result{}, fmt.Errorf("kill container %s: %w", s.ContainerID, err)
+		}
+		return Result{Message: fmt.Sprintf("container %s (%s) killed through cgroup.kill", s.Container, s.ContainerID)}, nil
+	}
+	return Result{}, fmt.Errorf("kill target %q is not a node's to kill", killTarget(req))
 }

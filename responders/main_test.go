@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -198,7 +200,8 @@ func steps(s ...v1alpha1.Step) v1alpha1.ResponsePlaybookSpec {
 func incident(t *testing.T, ns string, subject v1alpha1.Subject, refs ...v1alpha1.PlaybookRef) *v1alpha1.Incident {
 	t.Helper()
 	inc := &v1alpha1.Incident{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: uniq("inc")},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: uniq("inc"), Labels: map[string]string{
+			v1alpha1.OriginLabel: string(v1alpha1.OriginController), v1alpha1.NodeLabel: subject.Node}},
 		Spec: v1alpha1.IncidentSpec{
 			Rule: "shell-in-container", RuleKind: "ClusterDetectionRule", Severity: "high",
 			Tags: []string{"mitre:T1059.004"}, Output: "shell /bin/sh in " + subject.Namespace + "/" + subject.Pod,
@@ -208,7 +211,20 @@ func incident(t *testing.T, ns string, subject v1alpha1.Subject, refs ...v1alpha
 	if err := kc.Create(ctxT(t), inc); err != nil {
 		t.Fatalf("create incident: %v", err)
 	}
+	authorize(t, inc)
 	return inc
+}
+
+// authorize records the controller's decision to run inc's playbooks, as
+// the Incident reconciler does for an Incident it verified.
+func authorize(t *testing.T, inc *v1alpha1.Incident) {
+	t.Helper()
+	apimeta.SetStatusCondition(&inc.Status.Conditions, metav1.Condition{Type: v1alpha1.AuthorizedCondition,
+		Status: metav1.ConditionTrue, Reason: v1alpha1.SignedReason, Message: "test"})
+	inc.Status.AuthorizedGeneration = inc.Generation
+	if err := kc.Status().Update(ctxT(t), inc); err != nil {
+		t.Fatalf("authorize incident: %v", err)
+	}
 }
 
 func runner(actions responders.Actions) *responders.Runner {

@@ -6,14 +6,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/riposte-dev/riposte/api/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
-
-// QuarantineLabel marks a pod taken out of its ReplicaSet by riposte.
-const QuarantineLabel = "riposte.dev/quarantined"
 
 // Quarantine relabels a pod out of its ReplicaSet's selector: the ReplicaSet
 // controller releases it and starts a fresh replica for traffic, while the
@@ -41,7 +39,7 @@ func ownerReplicaSet(ctx context.Context, c client.Reader, p *corev1.Pod) (*apps
 // Plan implements Action.
 func (a *Quarantine) Plan(ctx context.Context, req *Request) (string, error) {
 	s := req.Subject()
-	return fmt.Sprintf("remove pod %s/%s's ReplicaSet selector labels and add %s=true, so the ReplicaSet starts a replacement", s.Namespace, s.Pod, QuarantineLabel), nil
+	return fmt.Sprintf("remove pod %s/%s's ReplicaSet selector labels and add %s=true, so the ReplicaSet starts a replacement", s.Namespace, s.Pod, v1alpha1.QuarantinedLabel), nil
 }
 
 // Prepare records the selector labels the pod carries, to restore them on revert.
@@ -80,7 +78,7 @@ func undoLabels(undo map[string]string) []string {
 // Do implements Action.
 func (a *Quarantine) Do(ctx context.Context, req *Request) (Result, error) {
 	s := req.Subject()
-	labels := map[string]any{QuarantineLabel: "true"}
+	labels := map[string]any{v1alpha1.QuarantinedLabel: "true"}
 	keys := undoLabels(req.Undo)
 	for _, k := range keys {
 		labels[k] = nil
@@ -90,14 +88,14 @@ func (a *Quarantine) Do(ctx context.Context, req *Request) (Result, error) {
 		return Result{}, fmt.Errorf("relabel pod %s/%s: %w", s.Namespace, s.Pod, err)
 	}
 	return Result{Message: fmt.Sprintf("removed labels %s (selector of ReplicaSet %s) and set %s=true; the ReplicaSet controller starts a replacement",
-		strings.Join(keys, ","), req.Undo["replicaSet"], QuarantineLabel)}, nil
+		strings.Join(keys, ","), req.Undo["replicaSet"], v1alpha1.QuarantinedLabel)}, nil
 }
 
 // Revert implements Reverter. The ReplicaSet adopts the pod again and may then
 // delete one surplus replica, possibly this one.
 func (a *Quarantine) Revert(ctx context.Context, req *Request) (string, error) {
 	s := req.Subject()
-	labels := map[string]any{QuarantineLabel: nil}
+	labels := map[string]any{v1alpha1.QuarantinedLabel: nil}
 	keys := undoLabels(req.Undo)
 	for _, k := range keys {
 		labels[k] = req.Undo[undoLabelPrefix+k]

@@ -80,8 +80,11 @@ func (r *Runner) now() time.Time {
 
 // Run advances inc's playbooks as far as they can go and persists every
 // transition in inc's status. inc must be fresh from the API server (or cache).
+// It runs nothing for an Incident riposte has not authorized (its
+// Authorized condition, for the Incident's current generation): whoever
+// can write an Incident chooses its subject.
 func (r *Runner) Run(ctx context.Context, inc *v1alpha1.Incident) (Outcome, error) {
-	if len(inc.Spec.Playbooks) == 0 {
+	if len(inc.Spec.Playbooks) == 0 || !Authorized(inc) {
 		return Outcome{Done: true}, nil
 	}
 	if inc.Annotations[v1alpha1.RevertAnnotation] == "true" {
@@ -113,22 +116,43 @@ func PlaybookKey(ref v1alpha1.PlaybookRef) string {
 }
 
 func (r *Runner) playbook(ctx context.Context, ref v1alpha1.PlaybookRef) (*v1alpha1.ResponsePlaybookSpec, error) {
+	return PlaybookSpec(ctx, r.Client, ref)
+}
+
+// PlaybookSpec reads the spec of the playbook ref names.
+func PlaybookSpec(ctx context.Context, c client.Reader, ref v1alpha1.PlaybookRef) (*v1alpha1.ResponsePlaybookSpec, error) {
 	switch ref.Kind {
 	case "ResponsePlaybook":
 		var p v1alpha1.ResponsePlaybook
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &p); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &p); err != nil {
 			return nil, err
 		}
 		return &p.Spec, nil
 	case "ClusterResponsePlaybook", "":
 		var p v1alpha1.ClusterResponsePlaybook
-		if err := r.Client.Get(ctx, client.ObjectKey{Name: ref.Name}, &p); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Name: ref.Name}, &p); err != nil {
 			return nil, err
 		}
 		return &p.Spec, nil
 	default:
 		return nil, fmt.Errorf("unknown playbook kind %q", ref.Kind)
 	}
+}
+
+// NamedStep is a playbook step with the unique name it has in an
+// Incident's status.
+type NamedStep struct {
+	Name string
+	Step v1alpha1.Step
+}
+
+// NamedSteps names a playbook's steps as the Runner records them.
+func NamedSteps(steps []v1alpha1.Step) []NamedStep {
+	out := make([]NamedStep, len(steps))
+	for i, n := range stepNames(steps) {
+		out[i] = NamedStep{Name: n, Step: steps[i]}
+	}
+	return out
 }
 
 // stepNames gives every step a unique name: its Name, else its action, with

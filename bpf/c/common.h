@@ -222,7 +222,13 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } filter_cidr6 SEC(".maps");
 
-// In-kernel kill at exec: exact binary paths and base names -> rule slot + 1.
+// In-kernel kill at exec: exact binary paths and base names -> rule slot + 1
+// in the low 24 bits, KILL_* flags above: where the rule's playbook lets the
+// kernel kill. Without flags only processes of known, unprotected
+// containers are killed (container_cgroups value CG_CONTAINER).
+#define KILL_SLOT_MASK 0xffffff
+#define KILL_HOST (1u << 24)      // host processes too (cluster playbook allowHostProcesses)
+#define KILL_PROTECTED (1u << 25) // containers of protected namespaces too
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
@@ -326,6 +332,13 @@ static __always_inline u64 base_mask(struct filter_cfg *cfg, u32 kind, u32 mntns
 // (from enrichment). A process is in a container for the filter when its
 // mount namespace is not the host's or its cgroup is one of these, so a
 // container process that joined the host's mount namespace still counts.
+// The value says whether the kernel may kill there: CG_CONTAINER for a
+// container of a known pod outside the protected namespaces, CG_PROTECTED
+// inside them, CG_UNKNOWN while the pod is not known yet (never killed in
+// the kernel: user space kills after the match once it knows).
+#define CG_UNKNOWN 1
+#define CG_CONTAINER 2
+#define CG_PROTECTED 3
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -344,6 +357,20 @@ static __always_inline u32 task_where(struct filter_cfg *cfg, struct task_struct
 	if (bpf_map_lookup_elem(&container_cgroups, &cg))
 		return 0;
 	return mntns;
+}
+
+// may_kill decides whether the kernel kills task t for a kill-map value v:
+// in a known container (protected only with KILL_PROTECTED), or on the host
+// (host mount namespace, no container cgroup) only with KILL_HOST.
+static __always_inline bool may_kill(struct filter_cfg *cfg, struct task_struct *t, u32 v)
+{
+	u64 cg = t->cgroups->dfl_cgrp->kn->id;
+	u8 *cls = bpf_map_lookup_elem(&container_cgroups, &cg);
+	if (cls)
+		return *cls == CG_CONTAINER || (*cls == CG_PROTECTED && (v & KILL_PROTECTED));
+	if (task_mntns(t) != cfg->host_mntns)
+		return false; // a container riposte does not know yet
+	return v & KILL_HOST;
 }
 
 static __always_inline bool always(struct filter_cfg *cfg, u32 kind)

@@ -100,9 +100,9 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
 		rule = bpf_map_lookup_elem(&kill_bins, &k->bin);
 	if (!rule && name_ok && complete)
 		rule = bpf_map_lookup_elem(&kill_names, &k->name);
-	if (rule) {
+	if (rule && may_kill(cfg, t, *rule)) {
 		bpf_send_signal(SIGKILL_N);
-		r->enforce_rule = *rule;
+		r->enforce_rule = *rule & KILL_SLOT_MASK;
 		count(K_ENFORCE, O_SEEN);
 	}
 

@@ -11,20 +11,27 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/bpf"
 	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/engine/ruleset"
+	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/internal/agent"
-	"github.com/riposte-dev/riposte/internal/agent/evidence"
+	"github.com/riposte-dev/riposte/internal/incident"
+	"github.com/riposte-dev/riposte/responders"
+	rnode "github.com/riposte-dev/riposte/responders/node"
 )
 
 func init() {
@@ -38,10 +45,14 @@ func runCmd(args []string) int {
 
 Attaches the eBPF sensors on this Linux host (root, kernel BTF), writes the
 in-kernel prefilter derived from the rules, and prints an alert for every
-match. Playbook steps that can run on the host do: kill (SIGKILL the process;
-in the kernel at exec for steps with inKernel: true when the rule is exact)
-and capture (/proc facts and the executable into --evidence DIR with a
-SHA-256 manifest). Other steps need the cluster controller and are reported.`)
+match. Playbook steps that can run on the host do, through the same
+actions the cluster runs: kill (SIGKILL the process; in the kernel at exec
+for steps with inKernel: true when the rule is exact) and capture (the
+process's /proc facts, environment names, open files and executable into an
+evidence bundle under --evidence DIR with a SHA-256 manifest). Processes
+outside containers are acted on only when a ClusterResponsePlaybook sets
+allowHostProcesses. Other steps need the cluster controller and are
+reported.`)
 		fs.PrintDefaults()
 	}
 	rules := fs.StringSlice("rules", nil, "rule file or folder (repeatable)")
@@ -79,7 +90,7 @@ SHA-256 manifest). Other steps need the cluster controller and are reported.`)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	reg := prometheus.NewRegistry()
 	out := &alertWriter{w: os.Stdout, json: *output == "json"}
-	rs := &responder{set: set, evidence: *evidenceDir, enabled: *respond, log: log, out: out, done: map[string]bool{}}
+	rs := newResponder(set, *node, *evidenceDir, *respond, log, out)
 	rs.start()
 	a, err := agent.New(agent.Config{
 		Node: *node, Log: log, Registry: reg,
@@ -202,11 +213,14 @@ func (o *alertWriter) count() int {
 	return o.n
 }
 
-// responder runs host-local playbook steps off the reading goroutine: a
-// slow capture must not make the ring buffer overflow.
+// responder runs host-local playbook steps off the reading goroutine (a
+// slow capture must not make the ring buffer overflow), through the same
+// responders actions the cluster runs, with this host as their node.
 type responder struct {
 	set      *ruleset.Set
-	evidence string
+	node     string
+	actions  responders.Actions
+	local    *rnode.Local
 	enabled  bool
 	log      *slog.Logger
 	out      *alertWriter
@@ -221,6 +235,16 @@ type job struct {
 	rule *engine.Rule
 }
 
+func newResponder(set *ruleset.Set, node, evidenceDir string, enabled bool, log *slog.Logger, out *alertWriter) *responder {
+	r := &responder{set: set, node: node, local: &rnode.Local{}, enabled: enabled, log: log, out: out, done: map[string]bool{}}
+	deps := responders.Deps{Node: r.local}
+	if evidenceDir != "" {
+		deps.Store = &evidence.Dir{Root: evidenceDir, Node: node}
+	}
+	r.actions = responders.Defaults(deps)
+	return r
+}
+
 func (r *responder) start() {
 	r.queue = make(chan job, 256)
 	r.wg.Add(1)
@@ -232,7 +256,7 @@ func (r *responder) start() {
 	}()
 }
 
-func (r *responder) stop() { close(r.queue); r.wg.Wait() }
+func (r *responder) stop() { close(r.queue); r.wg.Wait(); r.local.Close() }
 
 func (r *responder) enqueue(ev engine.Event, rule *engine.Rule) {
 	if !r.enabled || len(rule.Spec().Playbooks) == 0 {
@@ -254,51 +278,71 @@ func (r *responder) playbook(ns, name string) *v1alpha1.ResponsePlaybookSpec {
 	return nil
 }
 
+// incident is the Incident a host match would be in a cluster: the steps
+// run against it as they would there.
+func (r *responder) incident(j job) *v1alpha1.Incident {
+	ev := &j.ev
+	sample, _ := json.Marshal(ev)
+	name := fmt.Sprintf("%s-%d-%d", j.rule.Name(), ev.Process.PID, ev.Time.Unix())
+	return &v1alpha1.Incident{
+		ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(name, "/", "-"), Namespace: "host"},
+		Spec: v1alpha1.IncidentSpec{Rule: j.rule.Name(), Severity: j.rule.Severity(), Output: j.rule.Output(ev),
+			Subject: incident.SubjectOf(ev)},
+		Status: v1alpha1.IncidentStatus{Count: 1, SampleEvents: []runtime.RawExtension{{Raw: evidence.RedactJSON(sample)}}},
+	}
+}
+
 func (r *responder) handle(j job) {
 	key := fmt.Sprintf("%s|%d", j.rule.Name(), j.ev.Process.PID)
 	if r.done[key] {
 		return
 	}
 	r.done[key] = true
+	inc := r.incident(j)
 	for _, name := range j.rule.Spec().Playbooks {
 		pb := r.playbook(j.rule.Namespace(), name)
 		if pb == nil {
 			r.out.note("playbook %s: not found", name)
 			continue
 		}
-		for _, st := range pb.Steps {
+		for _, ns := range responders.NamedSteps(pb.Steps) {
+			st := ns.Step
+			req := &responders.Request{Incident: inc, Playbook: responders.PlaybookKey(v1alpha1.PlaybookRef{Kind: "ClusterResponsePlaybook", Name: name}), Spec: pb, Step: st, StepName: ns.Name}
+			if j.rule.Namespace() != "" {
+				req.Playbook = j.rule.Namespace() + "/" + name
+			}
 			switch {
 			case pb.DryRun:
-				r.out.note("%s/%s: dry run", name, st.Action)
-			case st.Action == v1alpha1.ActionCapture:
-				if r.evidence == "" {
-					r.out.note("%s/capture: skipped (no --evidence folder)", name)
+				r.out.note("%s/%s: dry run", name, ns.Name)
+				continue
+			case st.Action == v1alpha1.ActionKill && st.InKernel:
+				if _, done := r.enforced.Load(j.ev.Process.PID); done {
+					r.out.note("%s/%s: done in the kernel at exec", name, ns.Name)
 					continue
 				}
-				dir, m, err := evidence.Capture(r.evidence, j.rule.Name(), &j.ev)
-				if err != nil {
-					r.out.note("%s/capture: %v", name, err)
-					continue
-				}
-				r.out.note("%s/capture: %d files in %s (manifest sha256 %s)", name, len(m.Files), dir, m.SHA256)
-			case st.Action == v1alpha1.ActionKill:
-				pid := int(j.ev.Process.PID)
-				if _, done := r.enforced.Load(j.ev.Process.PID); done && st.InKernel {
-					r.out.note("%s/kill: done in the kernel at exec", name)
-					continue
-				}
-				if pid <= 1 || pid == os.Getpid() {
-					r.out.note("%s/kill: refused for pid %d", name, pid)
-					continue
-				}
-				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-					r.out.note("%s/kill: pid %d: %v", name, pid, err)
-					continue
-				}
-				r.out.note("%s/kill: SIGKILL sent to pid %d", name, pid)
-			default:
-				r.out.note("%s/%s: needs the cluster controller; not run on a host", name, st.Action)
+			case st.Action == v1alpha1.ActionCapture && r.actions[v1alpha1.ActionCapture] == nil:
+				r.out.note("%s/%s: skipped (no --evidence folder)", name, ns.Name)
+				continue
 			}
+			act, ok := r.actions[st.Action].(responders.NodeAction)
+			if !ok || (st.Action == v1alpha1.ActionKill && st.Kill != nil && st.Kill.Target == "pod") {
+				r.out.note("%s/%s: needs the cluster controller; not run on a host", name, ns.Name)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			var res responders.Result
+			var err error
+			if c, isCapture := r.actions[st.Action].(*responders.Capture); isCapture {
+				res, err = c.Do(ctx, req)
+			} else {
+				res, err = act.DoOnNode(ctx, req)
+			}
+			cancel()
+			if err != nil {
+				r.out.note("%s/%s: %v", name, ns.Name, err)
+				continue
+			}
+			r.out.note("%s/%s: %s", name, ns.Name, res.Message)
 		}
 	}
 }

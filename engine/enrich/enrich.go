@@ -125,6 +125,16 @@ func (s *Store) PeerAt(ip string, t time.Time) (engine.Peer, bool) {
 	return p, s.resolvePeer(s.view.Load(), &p, t) != Unresolved
 }
 
+// PodPeer names the stored pod with uid as a network or audit peer (name,
+// namespace, workload), false when the store does not know it.
+func (s *Store) PodPeer(uid string) (engine.Peer, bool) {
+	p := s.Pod(uid)
+	if p == nil {
+		return engine.Peer{}, false
+	}
+	return engine.Peer{Pod: p.Name, Namespace: p.Namespace, PodUID: p.UID, Workload: p.Workload}, true
+}
+
 // Pod returns the stored pod with the given uid (possibly a tombstone), or
 // nil. It reads memdb, not the view: for evidence and tests, not per event.
 func (s *Store) Pod(uid string) *Pod {

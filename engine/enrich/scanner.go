@@ -18,6 +18,9 @@ type Scanner struct {
 	// MinGap is the least time between two scans, so a burst of misses
 	// (host processes have cgroups too) costs one scan; 200ms when zero.
 	MinGap time.Duration
+	// OnScan, when set, sees every scan once it is in the store (the agent
+	// registers container cgroups with the kernel from it).
+	OnScan func(found []host.Cgroup)
 }
 
 // Scan runs one scan and writes it to the store.
@@ -28,6 +31,9 @@ func (sc *Scanner) Scan() error {
 	}
 	if err := sc.Store.Update(func(t *Txn) error { return t.SyncCgroups(found) }); err != nil {
 		return fmt.Errorf("store cgroup scan: %w", err)
+	}
+	if sc.OnScan != nil {
+		sc.OnScan(found)
 	}
 	return nil
 }

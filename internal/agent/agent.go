@@ -33,7 +33,7 @@ type Config struct {
 	// Enrich, when set, fills container, pod and workload (enrich.Store.Enrich
 	// in the cluster) after the process table and before matching. Every
 	// cgroup it gives a container id to must first be registered with
-	// Sensors().AddContainerCgroup, or container-only rules could miss
+	// Sensors().SetContainerCgroup, or container-only rules could miss
 	// container processes in the host's mount namespace (docs/agent.md).
 	Enrich func(ev *engine.Event)
 	// Sensors tunes the sensors (tests report the agent's own activity).
@@ -103,7 +103,7 @@ func (a *Agent) Table() *proctable.Table { return a.table }
 // matcher, without reattaching anything. kill are the rules a playbook asks
 // to kill in the kernel; those the kernel cannot check exactly are returned
 // as skipped (with the reason) and not killed in the kernel.
-func (a *Agent) SetRules(rules, kill []*engine.Rule) (skipped []error, err error) {
+func (a *Agent) SetRules(rules []*engine.Rule, kill []KillRule) (skipped []error, err error) {
 	in := make([]bpf.RuleConstraints, len(rules))
 	for i, r := range rules {
 		in[i] = bpf.RuleConstraints{Name: r.Name(), Constraints: r.Constraints()}
@@ -111,12 +111,15 @@ func (a *Agent) SetRules(rules, kill []*engine.Rule) (skipped []error, err error
 	ks, skipped := NewKillSet(kill)
 	st := &ruleState{matcher: engine.NewMatcher(rules)}
 	slot := map[string]uint32{}
-	bins, names := map[string]uint32{}, map[string]uint32{}
-	for b, rule := range ks.Binaries {
-		bins[b] = slotOf(st, slot, rule)
+	target := func(e KillEntry) bpf.KillTarget {
+		return bpf.KillTarget{Slot: slotOf(st, slot, e.Rule), Host: e.Host, Protected: e.Protected}
 	}
-	for n, rule := range ks.Names {
-		names[n] = slotOf(st, slot, rule)
+	bins, names := map[string]bpf.KillTarget{}, map[string]bpf.KillTarget{}
+	for b, e := range ks.Binaries {
+		bins[b] = target(e)
+	}
+	for n, e := range ks.Names {
+		names[n] = target(e)
 	}
 	// Matcher first, kernel after: a filter wider than the matcher is sound.
 	a.rules.Store(st)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -18,7 +19,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/bpf"
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/host"
 )
 
 func compile(t *testing.T, name, cond string, exceptions ...string) *engine.Rule {
@@ -103,8 +106,12 @@ func (st *started) wait(t *testing.T, what string, list *[]engine.Event, ok func
 }
 
 // TestKillAtExecStopsTheBinaryBeforeItRuns: a copy of touch whose first
-// action is creating a file is killed by the exec hook; the file never
-// appears, and an enforce event names the rule.
+// action is creating a file is killed by the exec hook where its playbook
+// allows it; the file never appears, and an enforce event names the rule.
+// Where the playbook does not allow it — a host process without
+// allowHostProcesses, a container of a protected namespace without
+// allowProtectedNamespaces, a container whose pod riposte does not know
+// yet — the binary runs and only the match is reported.
 func TestKillAtExecStopsTheBinaryBeforeItRuns(t *testing.T) {
 	st := start(t)
 	dir := t.TempDir()
@@ -116,38 +123,100 @@ func TestKillAtExecStopsTheBinaryBeforeItRuns(t *testing.T) {
 	if err := os.WriteFile(dropper, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// Control: without the rule the dropper does create its file.
-	control := filepath.Join(dir, "control")
-	if out, err := exec.Command(dropper, control).CombinedOutput(); err != nil {
-		t.Fatalf("control run: %v %s", err, out)
+	// A cgroup of its own the dropper can be started in, registered with the
+	// kernel as a container's in the cases below.
+	cgDir, err := os.MkdirTemp(host.DefaultCgroupRoot(), "riposte-kill-test-")
+	if err != nil {
+		t.Fatalf("create a cgroup (needs root and cgroup v2): %v", err)
 	}
-	if _, err := os.Stat(control); err != nil {
-		t.Fatalf("the dropper does not work: %v", err)
+	t.Cleanup(func() { _ = os.Remove(cgDir) })
+	fi, err := os.Stat(cgDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgID := fi.Sys().(*syscall.Stat_t).Ino
+	cgFD, err := syscall.Open(cgDir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(cgFD) })
+
+	// run starts the dropper (in the cgroup or on the host) and reports
+	// whether the kernel killed it before it created its file.
+	n := 0
+	run := func(inCgroup bool) (killed bool, pid int64) {
+		t.Helper()
+		n++
+		target := filepath.Join(dir, fmt.Sprintf("dropped-%d", n))
+		cmd := exec.Command(dropper, target)
+		if inCgroup {
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgFD}
+		}
+		err := cmd.Run()
+		var ee *exec.ExitError
+		killed = errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+		_, statErr := os.Stat(target)
+		switch {
+		case killed && !errors.Is(statErr, os.ErrNotExist):
+			t.Fatalf("the dropper's file exists (stat: %v) although it was killed: it ran before the kill", statErr)
+		case !killed && err != nil:
+			t.Fatalf("dropper run %d: %v", n, err)
+		case !killed && statErr != nil:
+			t.Fatalf("the dropper ran but made no file: %v", statErr)
+		}
+		return killed, int64(cmd.Process.Pid)
+	}
+	if killed, _ := run(false); killed {
+		t.Fatal("control run without rules was killed")
 	}
 
 	rule := compile(t, "block-dropper", `event.kind == "exec" && process.binary == "`+dropper+`"`)
-	skipped, err := st.a.SetRules([]*engine.Rule{rule}, []*engine.Rule{rule})
-	if err != nil || len(skipped) > 0 {
-		t.Fatalf("set rules: %v, skipped %v", err, skipped)
+	set := func(kr KillRule, class bpf.CgroupClass) {
+		t.Helper()
+		kr.Rule = rule
+		if skipped, err := st.a.SetRules([]*engine.Rule{rule}, []KillRule{kr}); err != nil || len(skipped) > 0 {
+			t.Fatalf("set rules: %v, skipped %v", err, skipped)
+		}
+		if class == 0 {
+			if err := st.a.Sensors().RemoveContainerCgroup(cgID); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if err := st.a.Sensors().SetContainerCgroup(cgID, class); err != nil {
+			t.Fatal(err)
+		}
 	}
-	target := filepath.Join(dir, "dropped")
-	cmd := exec.Command(dropper, target)
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("dropper exit: %v, want killed by SIGKILL", err)
+	for _, tc := range []struct {
+		name     string
+		kill     KillRule
+		class    bpf.CgroupClass // 0: the cgroup is not a container's
+		inCgroup bool
+		want     bool
+	}{
+		{"host process, playbook without allowHostProcesses", KillRule{}, 0, false, false},
+		{"container of an unknown pod", KillRule{Host: true, Protected: true}, bpf.CgroupUnknown, true, false},
+		{"container of a protected namespace", KillRule{Host: true}, bpf.CgroupProtected, true, false},
+		{"container of a protected namespace, allowProtectedNamespaces", KillRule{Protected: true}, bpf.CgroupProtected, true, true},
+		{"container of a known pod", KillRule{}, bpf.CgroupContainer, true, true},
+		{"host process, allowHostProcesses", KillRule{Host: true}, 0, false, true},
+	} {
+		set(tc.kill, tc.class)
+		killed, pid := run(tc.inCgroup)
+		if killed != tc.want {
+			t.Errorf("%s: killed = %v, want %v", tc.name, killed, tc.want)
+			continue
+		}
+		// Killed or not, the exec matched the rule in user space.
+		st.wait(t, tc.name+": match", &st.matches, func(e *engine.Event) bool { return e.Process.PID == pid && e.Kind == engine.KindExec })
+		if !killed {
+			continue
+		}
+		enf := st.wait(t, tc.name+": enforce event", &st.enforced, func(e *engine.Event) bool { return e.Process.PID == pid })
+		if enf.Kind != engine.KindEnforce || enf.Enforcement != (engine.Enforcement{Rule: "block-dropper", Action: "kill", Layer: "bpf_send_signal"}) || enf.Process.Binary != dropper {
+			t.Errorf("%s: enforce event = %+v %+v", tc.name, enf.Enforcement, enf.Process)
+		}
 	}
-	time.Sleep(50 * time.Millisecond)
-	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the dropper's file exists (stat: %v): it ran before the kill", err)
-	}
-	pid := int64(cmd.Process.Pid)
-	enf := st.wait(t, "enforce event", &st.enforced, func(e *engine.Event) bool { return e.Process.PID == pid })
-	if enf.Kind != engine.KindEnforce || enf.Enforcement != (engine.Enforcement{Rule: "block-dropper", Action: "kill", Layer: "bpf_send_signal"}) || enf.Process.Binary != dropper {
-		t.Errorf("enforce event = %+v %+v", enf.Enforcement, enf.Process)
-	}
-	// The exec also matched the rule in user space.
-	st.wait(t, "match", &st.matches, func(e *engine.Event) bool { return e.Process.PID == pid && e.Kind == engine.KindExec })
 }
 
 // TestLSMProbeFallsBackToKillAndAnnouncesIt: this kernel refuses BPF LSM
@@ -231,39 +300,6 @@ func TestMatchCarriesAncestryAndCountersAreExported(t *testing.T) {
 	}
 	if submitted < 1 || dropped < 1 {
 		t.Errorf("open submitted %v dropped %v: want both counted", submitted, dropped)
-	}
-}
-
-func TestExactExec(t *testing.T) {
-	cases := []struct {
-		cond       string
-		exceptions []string
-		bins       []string
-		names      []string
-		exact      bool
-	}{
-		{cond: `event.kind == "exec" && process.binary == "/usr/bin/nc"`, bins: []string{"/usr/bin/nc"}, exact: true},
-		{cond: `process.binary in ["/a", "/b"] && event.kind == "exec"`, bins: []string{"/a", "/b"}, exact: true},
-		{cond: `event.kind in ["exec"] && (process.name == "nc" || process.binary.endsWith("/ncat"))`, names: []string{"nc", "ncat"}, exact: true},
-		{cond: `event.kind == "exec" && process.binary.endsWith("/sh") && container.id != ""`},
-		{cond: `event.kind == "exec" && process.binary == "/bin/sh"`, exceptions: []string{`process.uid == 0`}},
-		{cond: `process.binary == "/bin/sh"`},
-		{cond: `event.kind == "exec" && process.binary.endsWith("sh")`},
-		{cond: `event.kind == "exec" && process.binary == "/a" && process.name == "a"`},
-	}
-	for _, c := range cases {
-		r := compile(t, "r", c.cond, c.exceptions...)
-		bins, names, err := ExactExec(r)
-		if c.exact != (err == nil) {
-			t.Errorf("%s: err = %v, want exact %v", c.cond, err, c.exact)
-			continue
-		}
-		if err != nil && !errors.Is(err, ErrNotExact) {
-			t.Errorf("%s: err = %v, want ErrNotExact", c.cond, err)
-		}
-		if strings.Join(bins, ",") != strings.Join(c.bins, ",") || strings.Join(names, ",") != strings.Join(c.names, ",") {
-			t.Errorf("%s: bins %q names %q, want %q %q", c.cond, bins, names, c.bins, c.names)
-		}
 	}
 }
 

@@ -2,20 +2,12 @@ package agent
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"slices"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
-	"github.com/google/cel-go/common/ast"
-	"github.com/google/cel-go/common/operators"
-	"github.com/google/cel-go/common/types"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/bpf"
 	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/engine/ruleset"
 )
@@ -37,40 +29,12 @@ type Enforcement struct {
 	Reason string
 }
 
-// ProbeLSM loads and attaches a BPF LSM program that allows everything, the
-// only reliable test of whether this kernel lets the agent deny: "bpf" in
-// /sys/kernel/security/lsm is not enough (this machine lists it and still
-// refuses the load with EPERM).
+// ProbeLSM reports which enforcement this kernel allows (bpf.ProbeLSM).
 func ProbeLSM() Enforcement {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "riposte_probe",
-		Type:         ebpf.LSM,
-		AttachType:   ebpf.AttachLSMMac,
-		AttachTo:     "bprm_check_security",
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		return Enforcement{Mode: ModeKill, Reason: "BPF LSM program load refused: " + loadError(err)}
+	if reason := bpf.ProbeLSM(); reason != "" {
+		return Enforcement{Mode: ModeKill, Reason: reason}
 	}
-	defer prog.Close()
-	l, err := link.AttachLSM(link.LSMOptions{Program: prog})
-	if err != nil {
-		return Enforcement{Mode: ModeKill, Reason: fmt.Sprintf("BPF LSM attach refused: %v", err)}
-	}
-	l.Close()
 	return Enforcement{Mode: ModeLSM}
-}
-
-// loadError names why the kernel refused a program. cilium/ebpf appends a
-// MEMLOCK hint to every EPERM, which misleads here: BPF memory is
-// memcg-accounted on the kernels riposte supports, and an EPERM for an LSM
-// program means the kernel or its lockdown does not allow BPF LSM.
-func loadError(err error) string {
-	if errors.Is(err, unix.EPERM) {
-		return "operation not permitted (EPERM): the kernel does not allow BPF LSM programs here (lockdown, a container's seccomp or a missing lsm=bpf boot parameter)"
-	}
-	return err.Error()
 }
 
 // enforcementGauge says which enforcement the agent has: 1 for the mode in use.
@@ -103,233 +67,84 @@ func (e Enforcement) Announce(log *slog.Logger, reg prometheus.Registerer) {
 	log.Info("enforcement: falling back to kill at exec with bpf_send_signal(SIGKILL); "+e.Reason, "mode", e.Mode)
 }
 
-// KillSet is what the kernel kills at exec: exact binaries and base names,
-// each mapped to the rule it enforces.
-type KillSet struct {
-	Binaries map[string]string
-	Names    map[string]string
-}
-
-// ErrNotExact is returned by ExactExec for a rule the kernel cannot check
-// exactly; the error says why.
-var ErrNotExact = errors.New("not checkable exactly in the kernel")
-
-// ExactExec returns the binaries and base names of a rule whose whole
-// condition is `event.kind == "exec"` and one set of binaries or base names
-// (==, in, endsWith("/name"), or a disjunction of those), with no exception
-// and no namespace scope: then the kernel's exec check is the rule itself.
-func ExactExec(r *engine.Rule) (bins, names []string, err error) {
-	spec := r.Spec()
-	fail := func(why string) ([]string, []string, error) {
-		return nil, nil, fmt.Errorf("rule %q: %w: %s", r.Name(), ErrNotExact, why)
-	}
-	if len(spec.Exceptions) > 0 {
-		return fail("it has exceptions")
-	}
-	if r.Namespace() != "" {
-		return fail("it is scoped to a namespace")
-	}
-	env, err := engine.Env()
-	if err != nil {
-		return nil, nil, err
-	}
-	a, iss := env.Parse(spec.Condition)
-	if iss.Err() != nil {
-		return nil, nil, fmt.Errorf("parse rule %q: %w", r.Name(), iss.Err())
-	}
-	var conj []ast.Expr
-	flattenAnd(a.NativeRep().Expr(), &conj)
-	kindOK, setSeen := false, false
-	for _, c := range conj {
-		if isExecKind(c) {
-			kindOK = true
-			continue
-		}
-		b, n, ok := binarySet(c)
-		if !ok || setSeen {
-			return fail("its condition has more than kind == \"exec\" and one binary or base-name set")
-		}
-		setSeen = true
-		bins, names = b, n
-	}
-	if !kindOK || !setSeen {
-		return fail("its condition lacks event.kind == \"exec\" or a binary/base-name set")
-	}
-	return bins, names, nil
-}
-
-func flattenAnd(e ast.Expr, out *[]ast.Expr) {
-	if e.Kind() == ast.CallKind && e.AsCall().FunctionName() == operators.LogicalAnd {
-		for _, a := range e.AsCall().Args() {
-			flattenAnd(a, out)
-		}
-		return
-	}
-	*out = append(*out, e)
-}
-
-func isExecKind(e ast.Expr) bool {
-	if e.Kind() != ast.CallKind {
-		return false
-	}
-	c := e.AsCall()
-	args := c.Args()
-	switch c.FunctionName() {
-	case operators.Equals:
-		return len(args) == 2 && ((path(args[0]) == "event.kind" && str(args[1]) == "exec") ||
-			(path(args[1]) == "event.kind" && str(args[0]) == "exec"))
-	case operators.In:
-		if len(args) != 2 || path(args[0]) != "event.kind" || args[1].Kind() != ast.ListKind {
-			return false
-		}
-		els := args[1].AsList().Elements()
-		return len(els) == 1 && str(els[0]) == "exec"
-	}
-	return false
-}
-
-// binarySet recognises one set of binaries or base names.
-func binarySet(e ast.Expr) (bins, names []string, ok bool) {
-	if e.Kind() != ast.CallKind {
-		return nil, nil, false
-	}
-	c := e.AsCall()
-	args := c.Args()
-	switch c.FunctionName() {
-	case operators.LogicalOr:
-		for _, a := range args {
-			b, n, ok := binarySet(a)
-			if !ok {
-				return nil, nil, false
-			}
-			bins, names = append(bins, b...), append(names, n...)
-		}
-		return bins, names, true
-	case operators.Equals:
-		if len(args) != 2 {
-			return nil, nil, false
-		}
-		f, lit := args[0], args[1]
-		if path(f) == "" {
-			f, lit = lit, f
-		}
-		return set(path(f), []ast.Expr{lit})
-	case operators.In:
-		if len(args) != 2 || args[1].Kind() != ast.ListKind {
-			return nil, nil, false
-		}
-		return set(path(args[0]), args[1].AsList().Elements())
-	case "endsWith":
-		if !c.IsMemberFunction() || len(args) != 1 || path(c.Target()) != "process.binary" {
-			return nil, nil, false
-		}
-		s := str(args[0])
-		// The kernel reports absolute paths, so endsWith("/sh") is "base name is sh".
-		if len(s) < 2 || s[0] != '/' || slices.Contains([]byte(s[1:]), '/') {
-			return nil, nil, false
-		}
-		return nil, []string{s[1:]}, true
-	}
-	return nil, nil, false
-}
-
-func set(field string, lits []ast.Expr) (bins, names []string, ok bool) {
-	var vals []string
-	for _, l := range lits {
-		if l.Kind() != ast.LiteralKind {
-			return nil, nil, false
-		}
-		s, isStr := l.AsLiteral().(types.String)
-		if !isStr || s == "" {
-			return nil, nil, false
-		}
-		vals = append(vals, string(s))
-	}
-	switch field {
-	case "process.binary":
-		return vals, nil, true
-	case "process.name":
-		return nil, vals, true
-	}
-	return nil, nil, false
-}
-
-// path renders a select chain (event.process.binary folds to process.binary).
-func path(e ast.Expr) string {
-	var parts []string
-	for e.Kind() == ast.SelectKind {
-		s := e.AsSelect()
-		if s.IsTestOnly() {
-			return ""
-		}
-		parts = append([]string{s.FieldName()}, parts...)
-		e = s.Operand()
-	}
-	if e.Kind() != ast.IdentKind || len(parts) == 0 {
-		return ""
-	}
-	parts = append([]string{e.AsIdent()}, parts...)
-	if parts[0] == "event" && len(parts) > 2 {
-		parts = parts[1:]
-	}
-	out := parts[0]
-	for _, p := range parts[1:] {
-		out += "." + p
-	}
-	return out
-}
-
-func str(e ast.Expr) string {
-	if e.Kind() != ast.LiteralKind {
-		return ""
-	}
-	s, _ := e.AsLiteral().(types.String)
-	return string(s)
+// KillRule is a rule a playbook asks to kill in the kernel (a kill step
+// with inKernel: true), with where its playbooks let the kernel act.
+type KillRule struct {
+	Rule *engine.Rule
+	// Host: a ClusterResponsePlaybook with allowHostProcesses names it.
+	Host bool
+	// Protected: a playbook with allowProtectedNamespaces names it.
+	Protected bool
 }
 
 // InKernelRules returns the compiled rules of a set that a playbook asks to
-// kill in the kernel (a step with action kill and inKernel: true).
-func InKernelRules(s *ruleset.Set) []*engine.Rule {
-	inKernel := map[string]bool{}
+// kill in the kernel, with the scope their playbooks allow. A
+// ResponsePlaybook never allows host processes: it acts in its namespace.
+func InKernelRules(s *ruleset.Set) []KillRule {
+	type scope struct{ host, protected bool }
+	inKernel := map[string]scope{}
 	for _, p := range s.Playbooks {
 		for _, st := range p.Spec.Steps {
 			if st.InKernel && st.Action == v1alpha1.ActionKill {
-				inKernel[p.Namespace+"/"+p.Name] = true
+				sc := inKernel[p.Namespace+"/"+p.Name]
+				sc.host = sc.host || (p.Namespace == "" && p.Spec.AllowHostProcesses)
+				sc.protected = sc.protected || p.Spec.AllowProtectedNamespaces
+				inKernel[p.Namespace+"/"+p.Name] = sc
 			}
 		}
 	}
-	var out []*engine.Rule
+	var out []KillRule
 	for _, r := range s.Rules {
 		if r.Compiled == nil || r.Spec.Suspend {
 			continue
 		}
+		kr, found := KillRule{Rule: r.Compiled}, false
 		for _, pb := range r.Spec.Playbooks {
-			if inKernel[r.Namespace+"/"+pb] {
-				out = append(out, r.Compiled)
-				break
+			if sc, ok := inKernel[r.Namespace+"/"+pb]; ok {
+				found = true
+				kr.Host = kr.Host || sc.host
+				kr.Protected = kr.Protected || sc.protected
 			}
+		}
+		if found {
+			out = append(out, kr)
 		}
 	}
 	return out
 }
 
+// KillSet is what the kernel kills at exec: exact binaries and base names,
+// each with the rule it enforces and where.
+type KillSet struct {
+	Binaries map[string]KillEntry
+	Names    map[string]KillEntry
+}
+
+// KillEntry is one binary's or base name's rule and scope.
+type KillEntry struct {
+	Rule            string
+	Host, Protected bool
+}
+
 // NewKillSet gathers the exact exec sets of rules. Rules the kernel cannot
 // check exactly are returned in skipped with the reason; they are enforced
-// (if at all) by the responders after the match, in user space.
-func NewKillSet(rules []*engine.Rule) (KillSet, []error) {
-	ks := KillSet{Binaries: map[string]string{}, Names: map[string]string{}}
+// (if at all) by the responders after the match, in user space. A
+// container-only rule never kills on the host, whatever its playbook says.
+func NewKillSet(rules []KillRule) (KillSet, []error) {
+	ks := KillSet{Binaries: map[string]KillEntry{}, Names: map[string]KillEntry{}}
 	var skipped []error
-	for _, r := range rules {
-		bins, names, err := ExactExec(r)
+	for _, kr := range rules {
+		bins, names, containerOnly, err := kr.Rule.ExactExec()
 		if err != nil {
 			skipped = append(skipped, err)
 			continue
 		}
+		e := KillEntry{Rule: kr.Rule.Name(), Host: kr.Host && !containerOnly, Protected: kr.Protected}
 		for _, b := range bins {
-			ks.Binaries[b] = r.Name()
+			ks.Binaries[b] = e
 		}
 		for _, n := range names {
-			ks.Names[n] = r.Name()
+			ks.Names[n] = e
 		}
 	}
 	return ks, skipped

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -29,16 +30,21 @@ type Sink interface {
 	Record(m engine.Match, ev *engine.Event)
 }
 
-// PeerResolver names the pod that held an IP at a time; the enrichment
-// store (engine/enrich) is one. IPs are reused, so the time matters.
+// PeerResolver names pods for audit sources; the enrichment store
+// (engine/enrich) is one.
 type PeerResolver interface {
+	// PeerAt names the pod that held an IP at a time: IPs are reused, so
+	// the time matters.
 	PeerAt(ip string, t time.Time) (engine.Peer, bool)
+	// PodPeer names the pod with a uid (its workload), false when unknown.
+	PodPeer(uid string) (engine.Peer, bool)
 }
 
 // Defaults for Options.
 const (
-	DefaultMaxBodyBytes = 8 << 20
-	DefaultQueueBatches = 256
+	DefaultMaxBodyBytes  = 8 << 20
+	DefaultQueueBatches  = 256
+	DefaultMaxQueueBytes = 64 << 20
 )
 
 // Options configure a Source.
@@ -50,14 +56,19 @@ type Options struct {
 	MaxBodyBytes int64
 	// QueueBatches bounds the batches waiting for a worker; when full, 429.
 	QueueBatches int
+	// MaxQueueBytes bounds the request bodies whose events wait for a
+	// worker; a batch that would go over it gets 429, so memory stays
+	// bounded however large the API server's batches are (decoded events
+	// take a few times their JSON size).
+	MaxQueueBytes int64
 	// Workers is the number of matching goroutines (default GOMAXPROCS).
 	Workers int
 	// KeepRequestReceived also matches RequestReceived-stage events. Off by
 	// default: the same request comes again at ResponseComplete with its
 	// response code, and matching both would count every request twice.
 	KeepRequestReceived bool
-	// SourcePods, when set, fills audit.sourcePod from the first source IP
-	// at the event's time, so rules and Incidents name the calling pod.
+	// SourcePods, when set, fills audit.sourcePod (Attribute), so rules and
+	// Incidents name the calling pod.
 	SourcePods PeerResolver
 }
 
@@ -67,7 +78,8 @@ type Source struct {
 	rules  Rules
 	sink   Sink
 	log    logr.Logger
-	queue  chan []engine.Event
+	queue  chan batch
+	queued atomic.Int64 // body bytes of the queued batches
 	tokens [][]byte
 	bufs   sync.Pool
 
@@ -78,7 +90,17 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	events   *prometheus.CounterVec
 	matches  prometheus.Counter
-	queued   prometheus.GaugeFunc
+	// rejectedBatches counts batches refused before decoding (over the
+	// byte bound): their events are not counted one by one.
+	rejectedBatches prometheus.Counter
+	queued          prometheus.GaugeFunc
+	queuedBytes     prometheus.GaugeFunc
+}
+
+// batch is one request's events and the size of its body.
+type batch struct {
+	events []engine.Event
+	bytes  int64
 }
 
 // Event results counted in riposte_audit_events_total.
@@ -99,10 +121,13 @@ func New(rules Rules, sink Sink, log logr.Logger, opts Options) *Source {
 	if opts.QueueBatches <= 0 {
 		opts.QueueBatches = DefaultQueueBatches
 	}
+	if opts.MaxQueueBytes <= 0 {
+		opts.MaxQueueBytes = DefaultMaxQueueBytes
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
-	s := &Source{opts: opts, rules: rules, sink: sink, log: log, queue: make(chan []engine.Event, opts.QueueBatches)}
+	s := &Source{opts: opts, rules: rules, sink: sink, log: log, queue: make(chan batch, opts.QueueBatches)}
 	for _, t := range opts.Tokens {
 		if t != "" {
 			s.tokens = append(s.tokens, []byte(t))
@@ -113,14 +138,17 @@ func New(rules Rules, sink Sink, log logr.Logger, opts Options) *Source {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_audit_requests_total", Help: "Audit webhook requests by HTTP status code."}, []string{"code"}),
 		events:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_audit_events_total", Help: "Audit events by result: accepted, rejected (429), decode_error, ignored, processed."}, []string{"result"}),
 		matches:  prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_audit_matches_total", Help: "Rule matches on audit events."}),
+		rejectedBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_audit_rejected_batches_total",
+			Help: "Audit batches refused with 429 before decoding because the queued bytes were at their bound; the API server resends them."}),
 	}
 	s.m.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riposte_audit_queue_batches", Help: "Audit batches waiting for a worker."}, func() float64 { return float64(len(s.queue)) })
+	s.m.queuedBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riposte_audit_queue_bytes", Help: "Request body bytes of the audit batches waiting for a worker."}, func() float64 { return float64(s.queued.Load()) })
 	return s
 }
 
 // Collectors returns the source's Prometheus collectors for registration.
 func (s *Source) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.m.requests, s.m.events, s.m.matches, s.m.queued}
+	return []prometheus.Collector{s.m.requests, s.m.events, s.m.matches, s.m.rejectedBatches, s.m.queued, s.m.queuedBytes}
 }
 
 // ServeHTTP accepts one audit.k8s.io/v1 EventList.
@@ -156,25 +184,44 @@ func (s *Source) serve(w http.ResponseWriter, r *http.Request) int {
 		}
 		return fail(w, http.StatusBadRequest, "read body: "+err.Error())
 	}
-	batch, err := s.decode(buf.Bytes())
+	size := int64(buf.Len())
+	// Reserve the bytes before decoding: what waits is what is bounded (a
+	// batch alone in the queue always fits, up to MaxBodyBytes).
+	if n := s.queued.Add(size); n > s.opts.MaxQueueBytes && n != size {
+		s.queued.Add(-size)
+		return s.reject(w, -1)
+	}
+	events, err := s.decode(buf.Bytes())
 	if err != nil {
+		s.queued.Add(-size)
 		return fail(w, http.StatusBadRequest, err.Error())
 	}
-	if len(batch) == 0 {
+	if len(events) == 0 {
+		s.queued.Add(-size)
 		w.WriteHeader(http.StatusOK)
 		return http.StatusOK
 	}
 	select {
-	case s.queue <- batch:
-		s.m.events.WithLabelValues(resultAccepted).Add(float64(len(batch)))
+	case s.queue <- batch{events: events, bytes: size}:
+		s.m.events.WithLabelValues(resultAccepted).Add(float64(len(events)))
 		w.WriteHeader(http.StatusOK)
 		return http.StatusOK
 	default:
-		// Back-pressure: the API server's webhook backend retries on 429.
-		s.m.events.WithLabelValues(resultRejected).Add(float64(len(batch)))
-		w.Header().Set("Retry-After", "1")
-		return fail(w, http.StatusTooManyRequests, "audit queue full, retry")
+		s.queued.Add(-size)
+		return s.reject(w, len(events))
 	}
+}
+
+// reject answers 429: the API server's webhook backend retries the batch.
+// n is the number of events refused, -1 when they were not decoded.
+func (s *Source) reject(w http.ResponseWriter, n int) int {
+	if n > 0 {
+		s.m.events.WithLabelValues(resultRejected).Add(float64(n))
+	} else {
+		s.m.rejectedBatches.Inc()
+	}
+	w.Header().Set("Retry-After", "1")
+	return fail(w, http.StatusTooManyRequests, "audit queue full, retry")
 }
 
 // authenticated accepts a verified client certificate or a known bearer
@@ -292,21 +339,20 @@ func (s *Source) work(ctx context.Context) {
 	)
 	processed := s.m.events.WithLabelValues(resultProcessed)
 	for {
-		var batch []engine.Event
+		var b batch
 		select {
 		case <-ctx.Done():
 			return
-		case batch = <-s.queue:
+		case b = <-s.queue:
 		}
+		batch := b.events
 		if v, rules := s.rules.Snapshot(); m == nil || v != version {
 			version, m = v, engine.NewMatcher(rules)
 		}
 		for i := range batch {
 			ev := &batch[i]
-			if r := s.opts.SourcePods; r != nil && len(ev.Audit.SourceIPs) > 0 {
-				if p, ok := r.PeerAt(ev.Audit.SourceIPs[0], ev.Time); ok {
-					ev.Audit.SourcePod = p
-				}
+			if r := s.opts.SourcePods; r != nil {
+				Attribute(&ev.Audit, ev.Time, r)
 			}
 			matches = m.Match(ev, matches[:0])
 			for _, mt := range matches {
@@ -315,6 +361,27 @@ func (s *Source) work(ctx context.Context) {
 			}
 		}
 		processed.Add(float64(len(batch)))
+		s.queued.Add(-b.bytes)
+	}
+}
+
+// Attribute fills a.SourcePod from what the API server authenticated: the
+// pod a bound ServiceAccount token was issued for (its claims), or else the
+// pod that held the connection's address (the last sourceIPs entry) at time
+// t. The first entries of sourceIPs come from the client's X-Forwarded-For
+// header and are never used: any client could name any pod there.
+func Attribute(a *engine.Audit, t time.Time, r PeerResolver) {
+	if p, ok := engine.SourcePodClaims(a); ok {
+		if known, ok := r.PodPeer(p.PodUID); ok && known.Namespace == p.Namespace {
+			p = known
+		}
+		a.SourcePod = p
+		return
+	}
+	if ip := engine.ConnectionIP(a); ip != "" {
+		if p, ok := r.PeerAt(ip, t); ok {
+			a.SourcePod = p
+		}
 	}
 }
 

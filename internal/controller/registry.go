@@ -103,6 +103,18 @@ func (r *Registry) Snapshot() (uint64, []*engine.Rule) {
 	return r.version, r.snap
 }
 
+// Keys lists the keys of the live set, sorted.
+func (r *Registry) Keys() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.rules))
+	for k := range r.rules {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // Version is the version of the live set; it grows on every change.
 func (r *Registry) Version() uint64 {
 	r.mu.Lock()

@@ -3,16 +3,11 @@ package controller
 import (
 	"time"
 
+	"github.com/riposte-dev/riposte/api/v1alpha1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-)
-
-// Names on the agents' rollout Leases (see internal/rollout).
-const (
-	agentLabel       = "riposte.dev/agent"
-	loadedAnnotation = "riposte.dev/loaded-rules"
 )
 
 // nodeRecheck is how often a Ready node rule is looked at again, so an agent
@@ -27,12 +22,12 @@ var agentLeaseChanged = predicate.Funcs{
 	DeleteFunc: func(e event.DeleteEvent) bool { return isAgentLease(e.Object) },
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		return isAgentLease(e.ObjectNew) &&
-			e.ObjectOld.GetAnnotations()[loadedAnnotation] != e.ObjectNew.GetAnnotations()[loadedAnnotation]
+			e.ObjectOld.GetAnnotations()[v1alpha1.LoadedRulesAnnotation] != e.ObjectNew.GetAnnotations()[v1alpha1.LoadedRulesAnnotation]
 	},
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 func isAgentLease(o client.Object) bool {
 	_, ok := o.(*coordinationv1.Lease)
-	return ok && o.GetLabels()[agentLabel] == "true"
+	return ok && o.GetLabels()[v1alpha1.AgentLabel] == "true"
 }

@@ -176,10 +176,10 @@ func (r *ruleReconciler) matches(ctx context.Context, kind string, obj client.Ob
 func incidentRule(kind string) handler.MapFunc {
 	return func(_ context.Context, o client.Object) []reconcile.Request {
 		l := o.GetLabels()
-		if l[incident.RuleKindLabel] != kind || l[incident.RuleLabel] == "" {
+		if l[v1alpha1.RuleKindLabel] != kind || l[v1alpha1.RuleLabel] == "" {
 			return nil
 		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[incident.RuleNamespaceLabel], Name: l[incident.RuleLabel]}}}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[v1alpha1.RuleNamespaceLabel], Name: l[v1alpha1.RuleLabel]}}}
 	}
 }
 

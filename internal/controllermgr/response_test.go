@@ -21,7 +21,6 @@ import (
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/evidence"
-	"github.com/riposte-dev/riposte/internal/incident"
 )
 
 // The controller process runs the playbook a rule names for the Incident its
@@ -76,7 +75,7 @@ func TestMatchRunsPlaybookSteps(t *testing.T) {
 	eventually(t, 60*time.Second, "Incident responded", func() error {
 		var list v1alpha1.IncidentList
 		// Other tests' cluster rules (ownerless pods) may fire on this pod too.
-		byRule := client.MatchingLabels{incident.RuleLabel: "suspect-pod", incident.RuleNamespaceLabel: ns}
+		byRule := client.MatchingLabels{v1alpha1.RuleLabel: "suspect-pod", v1alpha1.RuleNamespaceLabel: ns}
 		if err := k8s.List(ctx, &list, client.InNamespace(ns), byRule); err != nil {
 			return err
 		}

@@ -23,6 +23,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
@@ -40,13 +41,14 @@ import (
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine/enrich"
+	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/internal/audit"
 	"github.com/riposte-dev/riposte/internal/controller"
-	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/objects"
 	"github.com/riposte-dev/riposte/internal/rollout"
+	"github.com/riposte-dev/riposte/internal/trust"
 	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
 	"github.com/riposte-dev/riposte/responders"
 )
@@ -122,6 +124,10 @@ type Response struct {
 	Node string
 }
 
+// IncidentKeySecret is the Secret of the controller's namespace holding the
+// key it signs its Incidents with.
+const IncidentKeySecret = "riposte-incident-key"
+
 // Scheme holds every type the controller reads or writes.
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
@@ -156,13 +162,15 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// Only the agents' Leases, not every node heartbeat in the cluster.
 			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			// Only riposte's own NetworkPolicies, which isolation re-asserts.
+			&networkingv1.NetworkPolicy{}: {Label: labels.SelectorFromSet(labels.Set{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue})},
 		}},
 		// config/rbac grants only get on these: a cached read would start an
 		// informer that can never list them and fail after its sync timeout
 		// (found on the real node: a second isolate of a pod read its
 		// existing NetworkPolicy through the cache).
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{
-			&networkingv1.NetworkPolicy{}, &corev1.Node{}, &corev1.ReplicationController{},
+			&corev1.Node{}, &corev1.ReplicationController{},
 			&appsv1.ReplicaSet{}, &appsv1.Deployment{}, &appsv1.StatefulSet{}, &appsv1.DaemonSet{},
 			&batchv1.Job{}, &batchv1.CronJob{},
 		}}},
@@ -199,8 +207,24 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		}
 	}
 
+	// The certificate manager and the signing key read Secrets of one
+	// namespace, also before the manager's cache runs: a direct client
+	// avoids caching every Secret of the namespace.
+	direct, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return fmt.Errorf("create client: %w", err)
+	}
+	key, err := trust.EnsureKey(ctx, direct, opts.Namespace, IncidentKeySecret)
+	if err != nil {
+		return err
+	}
+	signer, err := trust.NewSigner(key)
+	if err != nil {
+		return err
+	}
+
 	incOpts := opts.Incident
-	incOpts.Namespace = opts.Namespace
+	incOpts.Namespace, incOpts.Origin, incOpts.Signer = opts.Namespace, v1alpha1.OriginController, signer
 	writer := incident.NewWriter(mgr.GetClient(), log.WithName("incident"), incOpts)
 	registerMetrics(writer.Collectors()...)
 	// Incident writes happen on the leader only, so replicas never fold
@@ -210,18 +234,12 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 
 	if !opts.Response.Disable {
-		if err := setupResponse(mgr, cfg, opts); err != nil {
+		auth := &trust.Authorizer{Signer: signer, Reader: mgr.GetClient()}
+		if err := setupResponse(mgr, cfg, opts, auth, recorder); err != nil {
 			return err
 		}
 	}
 
-	// The certificate manager reads one Secret and one webhook
-	// configuration, also before the manager's cache runs: a direct client
-	// avoids caching every Secret of the namespace.
-	direct, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme()})
-	if err != nil {
-		return fmt.Errorf("create client: %w", err)
-	}
 	certs := &rwebhook.CertManager{
 		Client: direct, Namespace: opts.Namespace, SecretName: opts.CertSecret,
 		Hosts: opts.CertHosts, WebhookConfig: opts.WebhookConfig, Log: log.WithName("certs"),
@@ -271,7 +289,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 				if err := ks.Start(ctx); err != nil {
 					return fmt.Errorf("start pod identity source: %w", err)
 				}
-				<-ctx.Done()
+				store.Run(ctx, time.Minute) // tombstones go after their retention
 				return nil
 			})); err != nil {
 				return err
@@ -330,7 +348,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 
 // setupResponse registers the Incident reconciler, which runs the playbooks
 // named by each Incident through the responders.
-func setupResponse(mgr ctrl.Manager, cfg *rest.Config, opts Options) error {
+func setupResponse(mgr ctrl.Manager, cfg *rest.Config, opts Options, auth *trust.Authorizer, recorder controller.EventRecorder) error {
 	ro := opts.Response
 	deps := responders.Deps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -348,8 +366,12 @@ func setupResponse(mgr ctrl.Manager, cfg *rest.Config, opts Options) error {
 		ProtectedNamespaces: ro.ProtectedNamespaces,
 		OwnNamespace:        opts.Namespace,
 	}
-	if err := (&controller.IncidentReconciler{Client: mgr.GetClient(), Runner: runner}).SetupWithManager(mgr); err != nil {
+	if err := (&controller.IncidentReconciler{Client: mgr.GetClient(), Runner: runner, Authorizer: auth, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up incident reconciler: %w", err)
+	}
+	iso, _ := runner.Actions[v1alpha1.ActionIsolate].(*responders.Isolate)
+	if err := (&controller.IsolationReconciler{Client: mgr.GetClient(), Isolate: iso, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up isolation reconciler: %w", err)
 	}
 	return nil
 }

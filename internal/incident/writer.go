@@ -23,6 +23,7 @@ import (
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/evidence"
+	"github.com/riposte-dev/riposte/internal/trust"
 )
 
 // Defaults for Options.
@@ -43,15 +44,6 @@ const (
 	maxWriteFailures = 10
 )
 
-// Labels set on every Incident, for selection by rule.
-const (
-	RuleLabel     = "riposte.dev/rule"
-	RuleKindLabel = "riposte.dev/rule-kind"
-	// RuleNamespaceLabel is set for a DetectionRule: spec.rule reads
-	// namespace/name, which is not a valid label value.
-	RuleNamespaceLabel = "riposte.dev/rule-namespace"
-)
-
 // Options tune a Writer. Zero values take the defaults.
 type Options struct {
 	// Namespace holds Incidents about cluster-level subjects (a node, a
@@ -68,6 +60,12 @@ type Options struct {
 	MaxOpen int
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// Origin is recorded in every Incident's OriginLabel: the controller or
+	// an agent.
+	Origin v1alpha1.Origin
+	// Signer, in the controller, signs each Incident so the controller
+	// later knows it wrote it (package trust).
+	Signer *trust.Signer
 }
 
 // Writer folds matches into Incidents and writes them. Record is safe for
@@ -268,13 +266,7 @@ func (w *Writer) newWindow(key string, m engine.Match, ev *engine.Event, subject
 		Subject:     subject,
 		ThrottleKey: r.ThrottleKey(ev),
 	}
-	for _, p := range r.Spec().Playbooks {
-		ref := v1alpha1.PlaybookRef{Kind: "ClusterResponsePlaybook", Name: p}
-		if r.Namespace() != "" {
-			ref = v1alpha1.PlaybookRef{Kind: "ResponsePlaybook", Name: p, Namespace: r.Namespace()}
-		}
-		spec.Playbooks = append(spec.Playbooks, ref)
-	}
+	spec.Playbooks = trust.PlaybookRefs(r.Namespace(), r.Spec().Playbooks)
 	// The name is a function of the key and the window start, so a
 	// restarted controller finds (rather than duplicates) an Incident.
 	start := now.Truncate(win)
@@ -408,10 +400,11 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		inc := &v1alpha1.Incident{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: win.name, Namespace: win.ns,
-				Labels: ruleLabels(spec),
+				Labels: w.labels(spec),
 			},
 			Spec: spec,
 		}
+		w.sign(inc)
 		err := w.c.Create(ctx, inc)
 		switch {
 		case err == nil:
@@ -434,7 +427,7 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		win.created = true
 		w.mu.Unlock()
 	} else if filled {
-		if err := w.patchSubject(ctx, win, spec.Subject); err != nil {
+		if err := w.patchSubject(ctx, win, spec); err != nil {
 			w.mu.Lock()
 			win.subjectFilled = true // again at the next write
 			w.mu.Unlock()
@@ -449,16 +442,43 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		"lastSeen":     metav1.NewTime(win.last),
 		"sampleEvents": append([]runtime.RawExtension(nil), win.samples...),
 	}
-	if !created && win.base == 0 {
-		st["phase"] = "Open"
-	}
 	w.mu.Unlock()
 	return w.mergePatch(ctx, win, "status", map[string]any{"status": st})
 }
 
-// patchSubject writes a subject that later matches completed.
-func (w *Writer) patchSubject(ctx context.Context, win *window, subject v1alpha1.Subject) error {
-	return w.mergePatch(ctx, win, "subject", map[string]any{"spec": map[string]any{"subject": subject}})
+// patchSubject writes a subject that later matches completed, signed anew.
+func (w *Writer) patchSubject(ctx context.Context, win *window, spec v1alpha1.IncidentSpec) error {
+	body := map[string]any{"spec": map[string]any{"subject": spec.Subject}}
+	inc := &v1alpha1.Incident{ObjectMeta: metav1.ObjectMeta{Name: win.name, Namespace: win.ns, Labels: w.labels(spec)}, Spec: spec}
+	if w.sign(inc) {
+		body["metadata"] = map[string]any{"annotations": inc.Annotations}
+	}
+	return w.mergePatch(ctx, win, "subject", body)
+}
+
+// labels are an Incident's labels: its rule, who created it, and the node
+// whose agent acts for it.
+func (w *Writer) labels(spec v1alpha1.IncidentSpec) map[string]string {
+	l := ruleLabels(spec)
+	if w.opts.Origin != "" {
+		l[v1alpha1.OriginLabel] = string(w.opts.Origin)
+	}
+	if n := spec.Subject.Node; n != "" && len(n) <= 63 {
+		l[v1alpha1.NodeLabel] = n
+	}
+	return l
+}
+
+// sign puts the Signer's signature on inc, if the writer has a Signer.
+func (w *Writer) sign(inc *v1alpha1.Incident) bool {
+	if w.opts.Signer == nil {
+		return false
+	}
+	if inc.Annotations == nil {
+		inc.Annotations = map[string]string{}
+	}
+	inc.Annotations[v1alpha1.SignatureAnnotation] = w.opts.Signer.Sign(inc)
+	return true
 }
 
 // mergePatch applies body to the window's Incident: to its status
@@ -491,20 +511,20 @@ func (w *Writer) mergePatch(ctx context.Context, win *window, what string, body 
 // RuleSelector selects the Incidents of one rule: kind is DetectionRule or
 // ClusterDetectionRule, namespace is empty for a ClusterDetectionRule.
 func RuleSelector(kind, namespace, name string) map[string]string {
-	l := map[string]string{RuleKindLabel: kind, RuleLabel: labelValue(name)}
+	l := map[string]string{v1alpha1.RuleKindLabel: kind, v1alpha1.RuleLabel: labelValue(name)}
 	if namespace != "" {
-		l[RuleNamespaceLabel] = namespace
+		l[v1alpha1.RuleNamespaceLabel] = namespace
 	}
 	return l
 }
 
 func ruleLabels(spec v1alpha1.IncidentSpec) map[string]string {
-	l := map[string]string{RuleKindLabel: spec.RuleKind}
+	l := map[string]string{v1alpha1.RuleKindLabel: spec.RuleKind}
 	if ns, name, ok := strings.Cut(spec.Rule, "/"); ok {
-		l[RuleNamespaceLabel] = ns
-		l[RuleLabel] = labelValue(name)
+		l[v1alpha1.RuleNamespaceLabel] = ns
+		l[v1alpha1.RuleLabel] = labelValue(name)
 	} else {
-		l[RuleLabel] = labelValue(spec.Rule)
+		l[v1alpha1.RuleLabel] = labelValue(spec.Rule)
 	}
 	return l
 }

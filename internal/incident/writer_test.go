@@ -163,11 +163,11 @@ func TestIncidentNamespace(t *testing.T) {
 		labels map[string]string
 	}{
 		{"cluster-level subject goes to the controller namespace", clusterRule, human, own,
-			map[string]string{RuleLabel: "any", RuleKindLabel: "ClusterDetectionRule"}},
+			map[string]string{v1alpha1.RuleLabel: "any", v1alpha1.RuleKindLabel: "ClusterDetectionRule"}},
 		{"service account subject goes to its namespace", clusterRule, sa, shop,
-			map[string]string{RuleLabel: "any", RuleKindLabel: "ClusterDetectionRule"}},
+			map[string]string{v1alpha1.RuleLabel: "any", v1alpha1.RuleKindLabel: "ClusterDetectionRule"}},
 		{"namespaced rule keeps its incidents", nsRule, sa, team,
-			map[string]string{RuleLabel: "mine", RuleNamespaceLabel: team, RuleKindLabel: "DetectionRule"}},
+			map[string]string{v1alpha1.RuleLabel: "mine", v1alpha1.RuleNamespaceLabel: team, v1alpha1.RuleKindLabel: "DetectionRule"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := NewWriter(kc, logr.Discard(), Options{Namespace: own, WriteQPS: 1000})

@@ -35,6 +35,10 @@ type Source struct {
 	RetryInterval time.Duration
 	// OnError receives errors that do not stop the source; may be nil.
 	OnError func(error)
+	// OnNodePod, when set, sees every change of a pod of Node (the agent
+	// follows its pods' isolation labels with it, without a watch of its
+	// own). It runs in the informer's goroutine and must not block.
+	OnNodePod func(p *corev1.Pod, deleted bool)
 
 	changes chan change
 	done    <-chan struct{}
@@ -66,9 +70,9 @@ func (s *Source) Start(ctx context.Context) error {
 
 	podInformer := pods.Core().V1().Pods().Informer()
 	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { s.enqueuePod(o, false) },
-		UpdateFunc: func(_, o any) { s.enqueuePod(o, false) },
-		DeleteFunc: func(o any) { s.enqueuePod(o, true) },
+		AddFunc:    func(o any) { s.enqueuePod(o, false); s.nodePod(o, false) },
+		UpdateFunc: func(_, o any) { s.enqueuePod(o, false); s.nodePod(o, false) },
+		DeleteFunc: func(o any) { s.enqueuePod(o, true); s.nodePod(o, true) },
 	}); err != nil {
 		return fmt.Errorf("watch pods: %w", err)
 	}
@@ -155,6 +159,16 @@ func (s *Source) enqueuePod(o any, deleted bool) {
 		case s.changes <- change{pod: p, deleted: deleted}:
 		case <-s.done: // the writer has stopped; do not block the informer
 		}
+	}
+}
+
+// nodePod passes a pod of the watched node to OnNodePod.
+func (s *Source) nodePod(o any, deleted bool) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o, deleted = d.Obj, true
+	}
+	if p, ok := o.(*corev1.Pod); ok && s.OnNodePod != nil && s.Node != "" {
+		s.OnNodePod(p, deleted)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/riposte-dev/riposte/api/v1alpha1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,12 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Names on the agents' Leases.
-const (
-	AgentLabel       = "riposte.dev/agent"
-	LoadedAnnotation = "riposte.dev/loaded-rules"
-	leasePrefix      = "riposte-agent-"
-)
+// leasePrefix starts the name of every agent's Lease.
+const leasePrefix = "riposte-agent-"
 
 // Defaults for Reporter.
 const (
@@ -138,7 +135,7 @@ func (r *Reporter) Write(ctx context.Context, renew time.Duration) error {
 	if apierrors.IsNotFound(err) {
 		lease = &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace,
-				Labels: map[string]string{AgentLabel: "true"}, Annotations: map[string]string{LoadedAnnotation: value}},
+				Labels: map[string]string{v1alpha1.AgentLabel: "true"}, Annotations: map[string]string{v1alpha1.LoadedRulesAnnotation: value}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &r.Node, LeaseDurationSeconds: &secs, RenewTime: &now},
 		}
 		if err := r.Client.Create(ctx, lease); err != nil {
@@ -152,11 +149,11 @@ func (r *Reporter) Write(ctx context.Context, renew time.Duration) error {
 	if lease.Annotations == nil {
 		lease.Annotations = map[string]string{}
 	}
-	lease.Annotations[LoadedAnnotation] = value
+	lease.Annotations[v1alpha1.LoadedRulesAnnotation] = value
 	if lease.Labels == nil {
 		lease.Labels = map[string]string{}
 	}
-	lease.Labels[AgentLabel] = "true"
+	lease.Labels[v1alpha1.AgentLabel] = "true"
 	lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds, lease.Spec.RenewTime = &r.Node, &secs, &now
 	if err := r.Client.Update(ctx, lease); err != nil {
 		return fmt.Errorf("update lease %s: %w", key, err)
@@ -176,7 +173,7 @@ type Tracker struct {
 // rule uid, and how many live agents there are.
 func (t *Tracker) Nodes(ctx context.Context, uid types.UID, generation int64) (loaded, total int, err error) {
 	var leases coordinationv1.LeaseList
-	if err := t.Reader.List(ctx, &leases, client.InNamespace(t.Namespace), client.MatchingLabels{AgentLabel: "true"}); err != nil {
+	if err := t.Reader.List(ctx, &leases, client.InNamespace(t.Namespace), client.MatchingLabels{v1alpha1.AgentLabel: "true"}); err != nil {
 		return 0, 0, fmt.Errorf("list agent leases: %w", err)
 	}
 	now := time.Now()
@@ -189,7 +186,7 @@ func (t *Tracker) Nodes(ctx context.Context, uid types.UID, generation int64) (l
 			continue // an agent that stopped reporting is not a node to wait for
 		}
 		total++
-		if g, ok := Decode(l.Annotations[LoadedAnnotation])[uid]; ok && g >= generation {
+		if g, ok := Decode(l.Annotations[v1alpha1.LoadedRulesAnnotation])[uid]; ok && g >= generation {
 			loaded++
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/test/cluster"
 )
 
@@ -55,8 +56,8 @@ func TestTrackerCountsLiveAgentsOnly(t *testing.T) {
 		secs := int32(180)
 		rt := metav1.NewMicroTime(renewed)
 		return &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: LeaseName(node), Namespace: "ns", Labels: map[string]string{AgentLabel: "true"},
-				Annotations: map[string]string{LoadedAnnotation: loaded}},
+			ObjectMeta: metav1.ObjectMeta{Name: LeaseName(node), Namespace: "ns", Labels: map[string]string{v1alpha1.AgentLabel: "true"},
+				Annotations: map[string]string{v1alpha1.LoadedRulesAnnotation: loaded}},
 			Spec: coordinationv1.LeaseSpec{RenewTime: &rt, LeaseDurationSeconds: &secs},
 		}
 	}

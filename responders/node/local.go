@@ -8,23 +8,32 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/riposte-dev/riposte/bpf"
+	"github.com/riposte-dev/riposte/host"
 	"github.com/riposte-dev/riposte/responders"
 )
 
-// Local acts on the node it runs on; it implements responders.Node.
+// Local acts on the node it runs on; it implements responders.Node on the
+// host layer (package host): cgroups found by the kubelet's names, kills
+// checked against cgroup membership, kernel isolation attached to the pod's
+// cgroup.
 type Local struct {
-	// CgroupRoot is the cgroup v2 mount (default DefaultCgroupRoot).
-	CgroupRoot string
+	// Cgroups is the cgroup v2 hierarchy; its Root defaults to
+	// host.DefaultCgroupRoot() (found by file system type).
+	Cgroups host.Cgroups
+	// Proc is the proc file system (default /proc, the host's: the agent
+	// runs with the host's pid namespace).
+	Proc host.Proc
+	// HostMountinfo is the host's mount table, where the container runtime's
+	// root file system mounts are (default /proc/1/mountinfo).
+	HostMountinfo string
 	// PinDir is a bpffs folder where isolation links are pinned so they
 	// survive an agent restart; empty keeps them in this process only.
 	PinDir string
-	// ProcRoot is the proc mount (default /proc).
-	ProcRoot string
 	// FlightRecorder, when set, returns the pod's recent events in their JSON
 	// form (the agent keeps the last N per pod in memory) for capture.
 	FlightRecorder func(podUID string) [][]byte
@@ -35,18 +44,18 @@ type Local struct {
 
 var _ responders.Node = (*Local)(nil)
 
-func (l *Local) root() string {
-	if l.CgroupRoot != "" {
-		return l.CgroupRoot
+func (l *Local) cgroups() host.Cgroups {
+	if l.Cgroups.Root == "" {
+		return host.Cgroups{Root: host.DefaultCgroupRoot()}
 	}
-	return DefaultCgroupRoot
+	return l.Cgroups
 }
 
-func (l *Local) proc() string {
-	if l.ProcRoot != "" {
-		return l.ProcRoot
+func (l *Local) mountinfo() string {
+	if l.HostMountinfo != "" {
+		return l.HostMountinfo
 	}
-	return "/proc"
+	return filepath.Join(l.Proc.Dir(1), "mountinfo")
 }
 
 var directions = []struct {
@@ -77,14 +86,14 @@ func (l *Local) Isolated(uid string) bool {
 
 // IsolatePod implements responders.Node. Isolating an isolated pod is a no-op.
 func (l *Local) IsolatePod(ctx context.Context, uid string, allow []responders.Peer) (string, error) {
-	dir, err := PodCgroup(l.root(), uid)
+	dir, err := l.cgroups().PodDir(uid)
 	if err != nil {
 		return "", err
 	}
 	if l.Isolated(uid) {
 		return fmt.Sprintf("cgroup_skb ingress+egress already attached to %s", dir), nil
 	}
-	prog, err := Program(allow)
+	prog, err := bpf.IsolationProgram(allow)
 	if err != nil {
 		return "", err
 	}
@@ -117,25 +126,7 @@ func (l *Local) IsolatePod(ctx context.Context, uid string, allow []responders.P
 	}
 	l.links[uid] = attached
 	l.mu.Unlock()
-	return fmt.Sprintf("cgroup_skb ingress+egress attached to %s, allowing %s", dir, describe(allow)), nil
-}
-
-func describe(allow []responders.Peer) string {
-	if len(allow) == 0 {
-		return "nothing"
-	}
-	var s []string
-	for _, p := range allow {
-		d := "any"
-		if p.Net != nil {
-			d = p.Net.String()
-		}
-		if p.Port != 0 {
-			d += fmt.Sprintf(":%d", p.Port)
-		}
-		s = append(s, d)
-	}
-	return strings.Join(s, ", ")
+	return fmt.Sprintf("cgroup_skb ingress+egress attached to %s, allowing %s", dir, responders.DescribePeers(allow)), nil
 }
 
 // Close drops this process's handles. Pinned isolations stay in force (an
@@ -193,40 +184,80 @@ func (l *Local) ReleasePod(ctx context.Context, uid string) error {
 	return nil
 }
 
-// KillProcess implements responders.Node. The PID must still be in the
-// container's cgroup: PIDs are reused, and killing an unrelated process would
-// turn the response into the incident.
-func (l *Local) KillProcess(ctx context.Context, pid int, containerID string) error {
-	if pid <= 1 {
-		return fmt.Errorf("refusing to kill pid %d", pid)
+// IsolatedPods lists the pod UIDs this Local holds or finds pinned.
+func (l *Local) IsolatedPods() []string {
+	l.mu.Lock()
+	set := map[string]bool{}
+	for uid := range l.links {
+		set[uid] = true
 	}
-	cg, err := os.ReadFile(filepath.Join(l.proc(), fmt.Sprint(pid), "cgroup"))
-	if errors.Is(err, os.ErrNotExist) {
-		return responders.ErrGone
+	l.mu.Unlock()
+	if l.PinDir != "" {
+		ents, _ := os.ReadDir(l.PinDir)
+		for _, e := range ents {
+			if uid, ok := strings.CutPrefix(e.Name(), "isolate-"); ok {
+				if uid, ok = strings.CutSuffix(uid, "-egress"); ok {
+					set[uid] = true
+				}
+			}
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("read cgroup of pid %d: %w", pid, err)
+	out := make([]string, 0, len(set))
+	for uid := range set {
+		out = append(out, uid)
 	}
-	if id := trimRuntime(containerID); id != "" && !strings.Contains(string(cg), id) {
-		return fmt.Errorf("pid %d is not in container %s (PID reused?)", pid, id)
+	return out
+}
+
+// PodOnNode reports whether the pod has a cgroup on this node.
+func (l *Local) PodOnNode(uid string) bool {
+	_, err := l.cgroups().PodDir(uid)
+	return err == nil
+}
+
+// KillProcess implements responders.Node. A container's process is killed
+// only while it still runs in that container's cgroup (pids are reused); a
+// target without a container is a host process and is killed only when the
+// target says Host. The container's cgroup comes from the kubelet's layout,
+// never from what the process claims.
+func (l *Local) KillProcess(ctx context.Context, t responders.ProcessTarget) error {
+	cgroupDir := ""
+	switch {
+	case t.ContainerID != "":
+		dir, err := l.cgroups().ContainerDir(t.PodUID, t.ContainerID)
+		if err != nil {
+			return err
+		}
+		cgroupDir = dir
+	case !t.Host:
+		return fmt.Errorf("refusing to kill pid %d: it is not in a container and the playbook does not allow host processes", t.PID)
+	default:
+		// A host process: make sure it is not a container's after all.
+		cg, err := l.Proc.Cgroup(t.PID)
+		if err != nil {
+			return mapGone(err)
+		}
+		if ref, ok := host.ParsePath(cg); ok {
+			return fmt.Errorf("refusing to kill pid %d as a host process: it runs in container %s", t.PID, ref.ContainerID)
+		}
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
-		return responders.ErrGone
-	} else if err != nil {
-		return fmt.Errorf("SIGKILL pid %d: %w", pid, err)
+	return mapGone(l.Proc.KillProcess(t.PID, cgroupDir))
+}
+
+// mapGone turns host.ErrGone into responders.ErrGone for the actions.
+func mapGone(err error) error {
+	if errors.Is(err, host.ErrGone) {
+		return fmt.Errorf("%w: %v", responders.ErrGone, err)
 	}
-	return nil
+	return err
 }
 
 // KillContainer implements responders.Node through cgroup.kill (Linux 5.14+),
 // which kills every process of the cgroup at once, forks included.
 func (l *Local) KillContainer(ctx context.Context, podUID, containerID string) error {
-	dir, err := ContainerCgroup(l.root(), podUID, containerID)
+	dir, err := l.cgroups().ContainerDir(podUID, containerID)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
-		return fmt.Errorf("kill cgroup %s: %w", dir, err)
-	}
-	return nil
+	return host.KillCgroup(dir)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riposte-dev/riposte/host"
 	"github.com/riposte-dev/riposte/responders"
 	"github.com/riposte-dev/riposte/responders/node"
 )
@@ -77,10 +78,10 @@ func NewPod(t *testing.T) *Pod {
 		t.Fatalf("this test needs root to create cgroups and load BPF programs")
 	}
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(node.DefaultCgroupRoot, &st); err != nil || st.Type != 0x63677270 {
-		t.Fatalf("cgroup v2 is not mounted at %s (statfs: %v): the kernel isolation test needs it", node.DefaultCgroupRoot, err)
+	if err := syscall.Statfs(host.DefaultCgroupRoot(), &st); err != nil || st.Type != 0x63677270 {
+		t.Fatalf("cgroup v2 is not mounted at %s (statfs: %v): the kernel isolation test needs it", host.DefaultCgroupRoot(), err)
 	}
-	root, err := os.MkdirTemp(node.DefaultCgroupRoot, "riposte-test-")
+	root, err := os.MkdirTemp(host.DefaultCgroupRoot(), "riposte-test-")
 	if err != nil {
 		t.Fatalf("create test cgroup root: %v", err)
 	}
@@ -164,7 +165,7 @@ func TestIsolateCutsEstablishedLoopbackConnectionAndReleaseRestoresIt(t *testing
 	}
 
 	pin := mountBPF(t)
-	l := &node.Local{CgroupRoot: pod.Root, PinDir: pin}
+	l := &node.Local{Cgroups: host.Cgroups{Root: pod.Root}, PinDir: pin}
 	desc, err := l.IsolatePod(context.Background(), pod.UID, nil)
 	if err != nil {
 		t.Fatalf("isolate: %v", err)
@@ -186,7 +187,7 @@ func TestIsolateCutsEstablishedLoopbackConnectionAndReleaseRestoresIt(t *testing
 		t.Fatalf("the isolation ended with the process that attached it")
 	}
 	// ...and a fresh Local releases it through the pinned links.
-	if err := (&node.Local{CgroupRoot: pod.Root, PinDir: pin}).ReleasePod(context.Background(), pod.UID); err != nil {
+	if err := (&node.Local{Cgroups: host.Cgroups{Root: pod.Root}, PinDir: pin}).ReleasePod(context.Background(), pod.UID); err != nil {
 		t.Fatalf("release: %v", err)
 	}
 	// TCP retransmits the dropped "during" line; the echo arrives once released.
@@ -215,7 +216,7 @@ func TestIsolateAllowsOnlyListedPeers(t *testing.T) {
 	defer blocked.Close()
 	_, lo, _ := net.ParseCIDR("127.0.0.0/8")
 	allow := []responders.Peer{{Net: lo, Port: uint16(allowed.Addr().(*net.TCPAddr).Port)}}
-	l := &node.Local{CgroupRoot: pod.Root}
+	l := &node.Local{Cgroups: host.Cgroups{Root: pod.Root}}
 	if _, err := l.IsolatePod(context.Background(), pod.UID, allow); err != nil {
 		t.Fatalf("isolate: %v", err)
 	}
@@ -245,11 +246,24 @@ func TestIsolateAllowsOnlyListedPeers(t *testing.T) {
 func TestKillProcessChecksContainerAndKills(t *testing.T) {
 	pod := NewPod(t)
 	cmd, _ := pod.Start(t, "serve")
-	l := &node.Local{CgroupRoot: pod.Root}
-	if err := l.KillProcess(context.Background(), cmd.Process.Pid, "containerd://"+strings.Repeat("f", 64)); err == nil {
-		t.Fatalf("killed a process that is not in the named container")
+	l := &node.Local{Cgroups: host.Cgroups{Root: pod.Root}}
+	// Another container of the same pod, which the process is not in.
+	other := strings.Repeat("f", 64)
+	if err := os.Mkdir(filepath.Join(filepath.Dir(pod.Dir), other), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if err := l.KillProcess(context.Background(), cmd.Process.Pid, "containerd://"+pod.ContainerID); err != nil {
+	t.Cleanup(func() { _ = syscall.Rmdir(filepath.Join(filepath.Dir(pod.Dir), other)) })
+	for name, target := range map[string]responders.ProcessTarget{
+		"another container of the pod":           {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + other},
+		"a container that does not exist":        {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + strings.Repeat("e", 64)},
+		"no container, host not allowed":         {PID: cmd.Process.Pid},
+		"a container's process taken for host's": {PID: cmd.Process.Pid, Host: true},
+	} {
+		if err := l.KillProcess(context.Background(), target); err == nil {
+			t.Fatalf("%s: killed a process that is not the target's", name)
+		}
+	}
+	if err := l.KillProcess(context.Background(), responders.ProcessTarget{PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID}); err != nil {
 		t.Fatalf("kill: %v", err)
 	}
 	err := cmd.Wait()
@@ -258,7 +272,7 @@ func TestKillProcessChecksContainerAndKills(t *testing.T) {
 		t.Fatalf("helper exit: %v, want killed by SIGKILL", err)
 	}
 	// Killing it again (a restarted runner) reports it gone, not killed.
-	if err := l.KillProcess(context.Background(), cmd.Process.Pid, "containerd://"+pod.ContainerID); !errors.Is(err, responders.ErrGone) {
+	if err := l.KillProcess(context.Background(), responders.ProcessTarget{PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID}); !errors.Is(err, responders.ErrGone) {
 		t.Fatalf("second kill: %v, want ErrGone", err)
 	}
 }
@@ -267,7 +281,7 @@ func TestKillContainerKillsEveryProcessOfItsCgroup(t *testing.T) {
 	pod := NewPod(t)
 	a, _ := pod.Start(t, "serve")
 	b, _ := pod.Start(t, "serve")
-	l := &node.Local{CgroupRoot: pod.Root}
+	l := &node.Local{Cgroups: host.Cgroups{Root: pod.Root}}
 	if err := l.KillContainer(context.Background(), pod.UID, "containerd://"+pod.ContainerID); err != nil {
 		t.Fatalf("kill container: %v", err)
 	}
@@ -294,7 +308,7 @@ func mountBPF(t *testing.T) string {
 // BenchmarkIsolateRelease measures the kernel layer alone: find the pod
 // cgroup, load the program, attach ingress and egress, then detach.
 func BenchmarkIsolateRelease(b *testing.B) {
-	root, err := os.MkdirTemp(node.DefaultCgroupRoot, "riposte-bench-")
+	root, err := os.MkdirTemp(host.DefaultCgroupRoot(), "riposte-bench-")
 	if err != nil {
 		b.Fatalf("create cgroup root: %v", err)
 	}
@@ -308,7 +322,7 @@ func BenchmarkIsolateRelease(b *testing.B) {
 			_ = syscall.Rmdir(d)
 		}
 	}()
-	l := &node.Local{CgroupRoot: root}
+	l := &node.Local{Cgroups: host.Cgroups{Root: root}}
 	ctx := context.Background()
 	for b.Loop() {
 		if _, err := l.IsolatePod(ctx, uid, nil); err != nil {
@@ -333,7 +347,7 @@ func TestIsolateAllowsListedIPv6Peer(t *testing.T) {
 	}
 	defer blocked.Close()
 	_, lo6, _ := net.ParseCIDR("::1/128")
-	l := &node.Local{CgroupRoot: pod.Root}
+	l := &node.Local{Cgroups: host.Cgroups{Root: pod.Root}}
 	if _, err := l.IsolatePod(context.Background(), pod.UID, []responders.Peer{{Net: lo6, Port: uint16(allowed.Addr().(*net.TCPAddr).Port)}}); err != nil {
 		t.Fatalf("isolate: %v", err)
 	}

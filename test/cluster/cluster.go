@@ -488,13 +488,34 @@ func (c *Cluster) EnsureServiceAccount(ctx context.Context, namespace, name stri
 // system:serviceaccount:<namespace>:<name>. Call EnsureServiceAccount first to
 // create the account.
 func (c *Cluster) ServiceAccountConfig(ctx context.Context, namespace, name string) (*rest.Config, error) {
+	return c.serviceAccountConfig(ctx, namespace, name, nil)
+}
+
+// NodeServiceAccountConfig is ServiceAccountConfig with the token bound to
+// the Node object node, as the kubelet binds a DaemonSet pod's token to its
+// node: the API server then authenticates the requests with the node's
+// name in user.extra["authentication.kubernetes.io/node-name"], which is
+// what the admission policies check an agent against. The Node must exist.
+func (c *Cluster) NodeServiceAccountConfig(ctx context.Context, namespace, name, node string) (*rest.Config, error) {
+	cs, err := kubernetes.NewForConfig(c.AdminConfig())
+	if err != nil {
+		return nil, fmt.Errorf("build admin clientset: %w", err)
+	}
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("bind a token to node %s: %w", node, err)
+	}
+	return c.serviceAccountConfig(ctx, namespace, name, &authenticationv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: n.UID})
+}
+
+func (c *Cluster) serviceAccountConfig(ctx context.Context, namespace, name string, bound *authenticationv1.BoundObjectReference) (*rest.Config, error) {
 	cs, err := kubernetes.NewForConfig(c.AdminConfig())
 	if err != nil {
 		return nil, fmt.Errorf("build admin clientset: %w", err)
 	}
 	expiry := int64(3600)
 	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry, BoundObjectRef: bound},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("mint token for serviceaccount %s/%s: %w", namespace, name, err)

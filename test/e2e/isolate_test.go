@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	"github.com/riposte-dev/riposte/responders"
 	rnode "github.com/riposte-dev/riposte/responders/node"
 	"github.com/riposte-dev/riposte/test/node"
 )
@@ -145,13 +144,13 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(inc), &in); err != nil {
 			return false, err.Error()
 		}
-		kernel = in.Annotations[rnode.KernelAnnotation]
-		return strings.Contains(kernel, " attached: "), fmt.Sprintf("%s=%q", rnode.KernelAnnotation, kernel)
+		kernel = in.Annotations[v1alpha1.KernelIsolationAnnotation]
+		return strings.Contains(kernel, " attached: "), fmt.Sprintf("%s=%q", v1alpha1.KernelIsolationAnnotation, kernel)
 	})
 	toAttached := time.Since(begin)
 	t.Logf("exec → isolate step Succeeded %s, → kernel layer attached by the agent %s", toSucceeded.Round(time.Millisecond), toAttached.Round(time.Millisecond))
 	t.Logf("isolate step: %s", isolate.Message)
-	t.Logf("%s: %s", rnode.KernelAnnotation, kernel)
+	t.Logf("%s: %s", v1alpha1.KernelIsolationAnnotation, kernel)
 
 	uid := string(pod.UID)
 	policy := "riposte-isolate-" + pod.Name
@@ -166,14 +165,14 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	cgroup := filepath.Join(rnode.DefaultCgroupRoot, n.CgroupRoot(), "kubepods", "besteffort", "pod"+uid)
 	wantKernel := fmt.Sprintf("node %s attached: cgroup_skb ingress+egress attached to %s, allowing any:53 at ", node.Name, cgroup)
 	if !strings.HasPrefix(kernel, wantKernel) {
-		t.Errorf("%s\n got %q\nwant prefix %q", rnode.KernelAnnotation, kernel, wantKernel)
+		t.Errorf("%s\n got %q\nwant prefix %q", v1alpha1.KernelIsolationAnnotation, kernel, wantKernel)
 	}
 
 	var np networkingv1.NetworkPolicy
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: policy}, &np); err != nil {
 		t.Fatalf("the isolate step's NetworkPolicy: %v", err)
 	}
-	if want := map[string]string{responders.IsolateLabel: uid}; !reflect.DeepEqual(np.Spec.PodSelector.MatchLabels, want) || len(np.Spec.PodSelector.MatchExpressions) > 0 {
+	if want := map[string]string{v1alpha1.IsolateLabel: uid}; !reflect.DeepEqual(np.Spec.PodSelector.MatchLabels, want) || len(np.Spec.PodSelector.MatchExpressions) > 0 {
 		t.Errorf("NetworkPolicy %s selects %+v, want matchLabels %v", policy, np.Spec.PodSelector, want)
 	}
 	if want := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}; !reflect.DeepEqual(np.Spec.PolicyTypes, want) || len(np.Spec.Ingress) != 0 {
@@ -186,8 +185,8 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pod), &labelled); err != nil {
 		t.Fatal(err)
 	}
-	if got := labelled.Labels[responders.IsolateLabel]; got != uid {
-		t.Errorf("pod label %s=%q, want the pod's uid %s", responders.IsolateLabel, got, uid)
+	if got := labelled.Labels[v1alpha1.IsolateLabel]; got != uid {
+		t.Errorf("pod label %s=%q, want the pod's uid %s", v1alpha1.IsolateLabel, got, uid)
 	}
 
 	var fresh v1alpha1.Incident
@@ -233,14 +232,14 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 			return false, err.Error()
 		}
 		st, _ := step(&in, v1alpha1.ActionIsolate)
-		kernel = in.Annotations[rnode.KernelAnnotation]
+		kernel = in.Annotations[v1alpha1.KernelIsolationAnnotation]
 		isolate = st
 		return st.Phase == v1alpha1.StepReverted && strings.Contains(kernel, " released at "),
-			fmt.Sprintf("isolate %s: %s; %s=%q", st.Phase, st.Message, rnode.KernelAnnotation, kernel)
+			fmt.Sprintf("isolate %s: %s; %s=%q", st.Phase, st.Message, v1alpha1.KernelIsolationAnnotation, kernel)
 	})
 	t.Logf("revert → isolate Reverted and kernel layer released %s: %s; %s", time.Since(begin).Round(time.Millisecond), isolate.Message, kernel)
 	if want := fmt.Sprintf("node %s released at ", node.Name); !strings.HasPrefix(kernel, want) {
-		t.Errorf("%s %q, want prefix %q", rnode.KernelAnnotation, kernel, want)
+		t.Errorf("%s %q, want prefix %q", v1alpha1.KernelIsolationAnnotation, kernel, want)
 	}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: policy}, &np); !apierrors.IsNotFound(err) {
 		t.Errorf("NetworkPolicy %s after revert: %v, want NotFound", policy, err)
@@ -248,8 +247,8 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pod), &labelled); err != nil {
 		t.Fatal(err)
 	}
-	if v, ok := labelled.Labels[responders.IsolateLabel]; ok {
-		t.Errorf("pod label %s=%q after revert, want none", responders.IsolateLabel, v)
+	if v, ok := labelled.Labels[v1alpha1.IsolateLabel]; ok {
+		t.Errorf("pod label %s=%q after revert, want none", v1alpha1.IsolateLabel, v)
 	}
 	mustFetch(web, "after revert")
 }

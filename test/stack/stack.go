@@ -170,6 +170,10 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if out, err := c.Kubectl(ctx, "apply", "-k", filepath.Join(root, "config/rbac")).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("apply config/rbac: %w\n%s", err, out)
 	}
+	// The admission policies that guard Incidents and isolation, as shipped.
+	if out, err := c.Kubectl(ctx, "apply", "-k", filepath.Join(root, "config/admission")).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("apply config/admission: %w\n%s", err, out)
+	}
 	ctrlCfg, err := c.ServiceAccountConfig(ctx, Namespace, ServiceAccount)
 	if err != nil {
 		return nil, err

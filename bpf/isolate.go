@@ -1,14 +1,21 @@
-package node
+package bpf
 
 import (
 	"encoding/binary"
 	"fmt"
 
+	"net"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-
-	"github.com/riposte-dev/riposte/responders"
 )
+
+// Peer is a destination an isolated cgroup may still reach: a network (nil
+// for any address) and a port (0 for any).
+type Peer struct {
+	Net  *net.IPNet
+	Port uint16
+}
 
 // Offsets in struct __sk_buff (include/uapi/linux/bpf.h); cgroup_skb programs
 // read the socket's fields through them.
@@ -31,10 +38,10 @@ func portField(port uint16) int32 {
 // ipField is how a network-order IPv4 word reads as a little-endian u32.
 func ipField(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }
 
-// Instructions builds the filter: 1 (pass) when the socket's peer matches a
+// IsolationInstructions builds the cgroup_skb isolation filter: 1 (pass) when the socket's peer matches a
 // peer of allow (IPv4 or IPv6 network, optional port), else 0 (drop). The same program serves ingress and egress
 // because the socket's remote end is the peer in both directions.
-func Instructions(allow []responders.Peer) (asm.Instructions, error) {
+func IsolationInstructions(allow []Peer) (asm.Instructions, error) {
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
 	for i, p := range allow {
 		next := fmt.Sprintf("next%d", i)
@@ -89,9 +96,11 @@ func Instructions(allow []responders.Peer) (asm.Instructions, error) {
 	return insns, nil
 }
 
-// Program loads the filter for allow.
-func Program(allow []responders.Peer) (*ebpf.Program, error) {
-	insns, err := Instructions(allow)
+// IsolationProgram loads the cgroup_skb filter for allow; attached to a
+// pod's cgroup for ingress and egress it cuts the pod off the network in the
+// kernel, whatever the CNI does with NetworkPolicies.
+func IsolationProgram(allow []Peer) (*ebpf.Program, error) {
+	insns, err := IsolationInstructions(allow)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package main
+package agentmgr
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/go-logr/logr"
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/test/cluster"
 )
@@ -68,17 +70,17 @@ func TestAgentLoadsReadyRulesAndWritesIncidents(t *testing.T) {
 	uid := mk("agent-e2e", bin, true)
 	notReady := mk("agent-e2e-not-ready", other, false)
 
-	var logs bytes.Buffer
+	var logs syncBuffer
 	actx, stop := context.WithCancel(ctx)
-	done := make(chan int, 1)
+	done := make(chan error, 1)
 	go func() {
-		done <- runAgent(actx, agentOptions{Config: cl.AdminConfig(), Node: "e2e-node", Namespace: "riposte-system",
-			MetricsAddr: "0", Resync: time.Second, Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		done <- Run(actx, cl.AdminConfig(), Options{Node: "e2e-node", Namespace: "riposte-system",
+			Log: logr.FromSlogHandler(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), SkipNameValidation: true})
 	}()
 	defer func() {
 		stop()
-		if code := <-done; code != exitOK {
-			t.Errorf("agent exit %d; logs:\n%s", code, logs.String())
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v; logs:\n%s", err, logs.String())
 		}
 	}()
 	// Wait until the agent reports the Ready rule (and only it) loaded in
@@ -129,4 +131,22 @@ func TestAgentLoadsReadyRulesAndWritesIncidents(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+// syncBuffer is a bytes.Buffer for a log written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
