@@ -77,8 +77,11 @@ func (e *Event) Namespace() string {
 
 // Normalize fills the fields derived from others so every producer agrees:
 // process.name (and the ancestors' names) from the binary, cmdline from args,
-// and file.write from the open flags. Sources call it once per event.
+// and file.write from the open flags; and it bounds the event (Bound) to the
+// sizes the rules' cost estimates assume. Sources call it once per event,
+// before matching.
 func Normalize(e *Event) {
+	defer Bound(e) // after the derived fields, which can be long too
 	normalizeProc(&e.Process.Binary, &e.Process.Name, e.Process.Args, &e.Process.Cmdline)
 	normalizeProc(&e.Process.Parent.Binary, &e.Process.Parent.Name, e.Process.Parent.Args, &e.Process.Parent.Cmdline)
 	for i := range e.Process.Ancestors {

@@ -12,7 +12,7 @@ import (
 
 // DecodeEvent decodes one event in riposte's JSON form. Unknown fields are
 // errors, so a misspelt field in a rule test is caught rather than ignored.
-// The event is normalised and bounded (see Normalize and MaxArgs).
+// The event is normalised and bounded (see Normalize and Bound).
 func DecodeEvent(data []byte) (Event, error) {
 	var ev Event
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -29,7 +29,6 @@ func DecodeEvent(data []byte) (Event, error) {
 	if ev.Kind != KindEnforce && ev.Kind.Source() == "" {
 		return Event{}, fmt.Errorf("decode event: unknown kind %q", ev.Kind)
 	}
-	bound(&ev)
 	Normalize(&ev)
 	return ev, nil
 }
@@ -45,7 +44,6 @@ func DecodeAuditEvent(data []byte) (Event, error) {
 	if ev.Audit.AuditID == "" && ev.Audit.Verb == "" {
 		return Event{}, errors.New("decode audit event: neither auditID nor verb is set")
 	}
-	bound(&ev)
 	Normalize(&ev)
 	return ev, nil
 }
@@ -84,49 +82,64 @@ func (e *LineError) Unwrap() error { return e.Err }
 // maxLine bounds one line of a recorded stream.
 const maxLine = 16 << 20
 
+// ErrLineTooLong is the error of a line over the 16 MiB bound: it is
+// skipped, and reading goes on with the next line.
+var ErrLineTooLong = fmt.Errorf("line longer than %d bytes, skipped", maxLine)
+
 // ReadStream reads JSON lines (riposte events or audit log lines, mixed
 // freely; blank lines and lines starting with # are skipped) and calls fn for
-// each. A line that does not decode is passed to fn as a *LineError and
-// reading goes on, so one bad line loses nothing else. The returned error is
-// only for the reader itself failing.
+// each. A line that does not decode, or is longer than 16 MiB
+// (ErrLineTooLong), is passed to fn as a *LineError and reading goes on, so
+// one bad line loses nothing else. The returned error is only for the
+// reader itself failing.
 func ReadStream(r io.Reader, fn func(ev *Event, err error)) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
+	br := bufio.NewReaderSize(r, 64<<10)
+	var buf []byte
 	n := 0
-	for sc.Scan() {
+	for {
+		line, tooLong, err := readLine(br, &buf)
+		if len(line) == 0 && !tooLong && err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read line %d: %w", n+1, err)
+		}
 		n++
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 || line[0] == '#' {
-			continue
+		if tooLong {
+			fn(nil, &LineError{Line: n, Err: ErrLineTooLong})
+		} else if line = bytes.TrimSpace(line); len(line) > 0 && line[0] != '#' {
+			if ev, derr := DecodeLine(line); derr != nil {
+				fn(nil, &LineError{Line: n, Err: derr})
+			} else {
+				fn(&ev, nil)
+			}
 		}
-		ev, err := DecodeLine(line)
 		if err != nil {
-			fn(nil, &LineError{Line: n, Err: err})
-			continue
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read line %d: %w", n+1, err)
 		}
-		fn(&ev, nil)
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read line %d: %w", n+1, err)
-	}
-	return nil
 }
 
-// bound enforces the sizes the cost estimator assumes.
-func bound(ev *Event) {
-	if len(ev.Process.Args) > MaxArgs {
-		ev.Process.Args = ev.Process.Args[:MaxArgs]
-	}
-	if len(ev.Process.Ancestors) > MaxAncestors {
-		ev.Process.Ancestors = ev.Process.Ancestors[:MaxAncestors]
-	}
-	for i := range ev.Process.Ancestors {
-		if a := &ev.Process.Ancestors[i]; len(a.Args) > MaxArgs {
-			a.Args = a.Args[:MaxArgs]
+// readLine reads up to the next newline into *buf, keeping at most maxLine
+// bytes: the rest of a longer line is read and dropped, and tooLong says so.
+func readLine(br *bufio.Reader, buf *[]byte) (line []byte, tooLong bool, err error) {
+	*buf = (*buf)[:0]
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if !tooLong {
+			if len(*buf)+len(chunk) > maxLine+1 { // +1: the newline
+				tooLong, *buf = true, (*buf)[:0]
+			} else {
+				*buf = append(*buf, chunk...)
+			}
 		}
-	}
-	if len(ev.Process.Parent.Args) > MaxArgs {
-		ev.Process.Parent.Args = ev.Process.Parent.Args[:MaxArgs]
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return *buf, tooLong, err
 	}
 }
 

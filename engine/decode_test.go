@@ -120,3 +120,31 @@ func FuzzDecodeLine(f *testing.F) {
 		_ = ev.Namespace()
 	})
 }
+
+// TestReadStreamGoesOnPastAnOversizedLine: a line over the 16 MiB bound is
+// reported (with its number) and skipped; the lines after it are read.
+func TestReadStreamGoesOnPastAnOversizedLine(t *testing.T) {
+	ok := `{"kind":"exec","process":{"binary":"/bin/sh"}}`
+	huge := `{"kind":"exec","process":{"binary":"/bin/` + strings.Repeat("a", maxLine+10) + `"}}`
+	in := ok + "\n" + huge + "\n" + ok + "\n" + ok // the last line has no newline
+	var events, lines []int
+	n := 0
+	err := ReadStream(strings.NewReader(in), func(ev *Event, err error) {
+		n++
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) || !errors.Is(err, ErrLineTooLong) {
+				t.Errorf("error %v, want a LineError for the long line", err)
+			}
+			lines = append(lines, le.Line)
+			return
+		}
+		events = append(events, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 1 || lines[0] != 2 || len(events) != 3 {
+		t.Fatalf("errors at lines %v, %d events; want one error at line 2 and 3 events", lines, len(events))
+	}
+}

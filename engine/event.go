@@ -117,6 +117,9 @@ type Event struct {
 	Object map[string]any `json:"object,omitempty"`
 	// Enforcement describes an enforce event.
 	Enforcement Enforcement `json:"enforcement,omitzero"`
+	// Truncated is set when a field was longer than the evaluation bounds
+	// (Bound) and was cut: a rule saw less than the source reported.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Process is the process that caused an event.

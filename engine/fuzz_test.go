@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"testing"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -35,7 +36,7 @@ func FuzzCompile(f *testing.F) {
 		}
 		for i := range events {
 			ev := &events[i]
-			if v := r.Check(ev); v.Matched && !r.Constraints().Admits(ev) {
+			if v := r.Check(context.Background(), ev); v.Matched && !r.Constraints().Admits(ev) {
 				t.Fatalf("%q matched %+v but its constraints %s reject it", cond, ev, r.Constraints().Explain())
 			}
 		}

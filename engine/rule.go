@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/cel-go/cel"
@@ -29,7 +31,9 @@ type Rule struct {
 
 	source      Source
 	condExpr    ast.Expr // the checked condition, for analysis
+	condAst     *cel.Ast
 	condition   cel.Program
+	bounded     bounded
 	exceptions  []exception
 	output      cel.Program
 	keys        []cel.Program
@@ -42,6 +46,17 @@ type Rule struct {
 type exception struct {
 	name string
 	prg  cel.Program
+	ast  *cel.Ast
+}
+
+// bounded are the rule's programs with a runtime cost limit and interrupt
+// checks, for events from files (embedded tests, test files): built on first
+// use, since the live path never needs them.
+type bounded struct {
+	once       sync.Once
+	err        error
+	condition  cel.Program
+	exceptions []cel.Program
 }
 
 // Name is the rule's name, namespace/name for a namespaced DetectionRule.
@@ -122,7 +137,7 @@ func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*Rule, e
 	if err != nil {
 		return nil, err
 	}
-	r.cost = cost
+	r.cost, r.condAst = cost, cond
 	r.condition, err = program(env, cond)
 	if err != nil {
 		return nil, fmt.Errorf("compile rule %q: condition: %w", display, err)
@@ -152,7 +167,7 @@ func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*Rule, e
 		if err != nil {
 			return nil, fmt.Errorf("compile rule %q: %s: %w", display, field, err)
 		}
-		r.exceptions = append(r.exceptions, exception{name: ex.Name, prg: p})
+		r.exceptions = append(r.exceptions, exception{name: ex.Name, prg: p, ast: a})
 	}
 	if spec.Output != "" {
 		a, _, err := compileExpr(env, display, "output", spec.Output, cel.StringType)
@@ -216,6 +231,70 @@ func compileExpr(env *cel.Env, rule, field, expr string, want *cel.Type) (*cel.A
 
 func program(env *cel.Env, ast *cel.Ast) (cel.Program, error) {
 	return env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+}
+
+// TestCostLimit bounds the actual cost of one evaluation of an expression on
+// an event from a file (an embedded test, a test file). Such events are
+// bounded like live ones, so the static estimate holds; this is the runtime
+// backstop, with interrupt checks so a deadline stops a long evaluation.
+const TestCostLimit = 10 * DefaultCostLimit
+
+func boundedProgram(env *cel.Env, ast *cel.Ast) (cel.Program, error) {
+	return env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(TestCostLimit), cel.InterruptCheckFrequency(64))
+}
+
+func (r *Rule) boundedPrograms() (*bounded, error) {
+	b := &r.bounded
+	b.once.Do(func() {
+		env, err := Env()
+		if err != nil {
+			b.err = err
+			return
+		}
+		if b.condition, b.err = boundedProgram(env, r.condAst); b.err != nil {
+			return
+		}
+		for _, ex := range r.exceptions {
+			p, err := boundedProgram(env, ex.ast)
+			if err != nil {
+				b.err = err
+				return
+			}
+			b.exceptions = append(b.exceptions, p)
+		}
+	})
+	return b, b.err
+}
+
+// EvalContext evaluates the rule like Eval, with a runtime cost limit and
+// stopping when ctx ends: for events from files, whose evaluation must be
+// bounded in time as well as cost.
+func (r *Rule) EvalContext(ctx context.Context, ev *Event) Verdict {
+	b, err := r.boundedPrograms()
+	if err != nil {
+		return Verdict{Err: err}
+	}
+	act := &activation{ev: ev}
+	out, _, err := b.condition.ContextEval(ctx, act)
+	if err != nil {
+		return Verdict{Err: err}
+	}
+	if out != types.True {
+		return Verdict{}
+	}
+	for i, ex := range r.exceptions {
+		v, _, err := b.exceptions[i].ContextEval(ctx, act)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Verdict{Err: err}
+			}
+			continue // a failing exception cannot vouch for the event
+		}
+		if v == types.True {
+			return Verdict{Exception: ex.name}
+		}
+	}
+	return Verdict{Matched: true}
 }
 
 // caretLine returns the given line of src with a caret under column.

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -19,7 +21,13 @@ type TestResult struct {
 // RunTests runs the tests embedded in a rule's spec. A test passes when the
 // rule (condition, exceptions, kind and namespace scope) matches exactly when
 // the test expects it to, and, if the test names an output, renders it.
-func RunTests(r *Rule) []TestResult {
+func RunTests(r *Rule) []TestResult { return RunTestsContext(context.Background(), r) }
+
+// RunTestsContext is RunTests with each evaluation cost-limited
+// (TestCostLimit) and every test stopped when ctx ends: the tests of a rule
+// from a pull request or an admission request must not run without end.
+// Tests not run in time fail and say so.
+func RunTestsContext(ctx context.Context, r *Rule) []TestResult {
 	out := make([]TestResult, 0, len(r.spec.Tests))
 	for i, tc := range r.spec.Tests {
 		name := tc.Name
@@ -27,25 +35,43 @@ func RunTests(r *Rule) []TestResult {
 			name = fmt.Sprintf("tests[%d]", i)
 		}
 		res := TestResult{Rule: r.Name(), Test: name}
+		if err := ctx.Err(); err != nil {
+			res.Message = "not run: " + budgetMessage(err)
+			out = append(out, res)
+			continue
+		}
 		ev, err := DecodeLine(tc.Event.Raw)
 		if err != nil {
 			res.Message = fmt.Sprintf("tests[%d].event: %v", i, err)
 			out = append(out, res)
 			continue
 		}
-		res.Passed, res.Message = r.check(&ev, tc.Expect, tc.Output)
+		res.Passed, res.Message = r.check(ctx, &ev, tc.Expect, tc.Output)
 		out = append(out, res)
 	}
 	return out
 }
 
+// ErrTestBudget is reported by tests stopped because their time ran out.
+var ErrTestBudget = errors.New("the rule's tests ran out of time")
+
+func budgetMessage(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ErrTestBudget.Error()
+	}
+	return err.Error()
+}
+
 // check evaluates the rule on ev against an expectation and explains a failure.
-func (r *Rule) check(ev *Event, expect, output string) (bool, string) {
+func (r *Rule) check(ctx context.Context, ev *Event, expect, output string) (bool, string) {
 	v := Verdict{}
 	if r.Applies(ev) {
-		v = r.Eval(ev)
+		v = r.EvalContext(ctx, ev)
 	}
 	if v.Err != nil {
+		if err := ctx.Err(); err != nil {
+			return false, "stopped: " + budgetMessage(err)
+		}
 		return false, fmt.Sprintf("evaluation failed: %v", v.Err)
 	}
 	switch expect {
@@ -79,10 +105,10 @@ func (r *Rule) check(ev *Event, expect, output string) (bool, string) {
 }
 
 // Check evaluates the rule on an event and reports whether it fired, the way
-// test files use it.
-func (r *Rule) Check(ev *Event) Verdict {
+// test files use it (cost-limited and stopped when ctx ends).
+func (r *Rule) Check(ctx context.Context, ev *Event) Verdict {
 	if !r.Applies(ev) {
 		return Verdict{}
 	}
-	return r.Eval(ev)
+	return r.EvalContext(ctx, ev)
 }

@@ -147,6 +147,8 @@ type Deps struct {
 	Store EvidenceStore
 	// HTTP is notify's client (default: 10 s timeout).
 	HTTP *http.Client
+	// NotifyAllowed are the URL prefixes namespaced playbooks may notify.
+	NotifyAllowed []string
 }
 
 // Defaults returns every action wired to d.
@@ -164,7 +166,7 @@ func Defaults(d Deps) Actions {
 		v1alpha1.ActionLabel:      &Label{Client: c},
 		v1alpha1.ActionAnnotate:   &Label{Client: c, Annotations: true},
 		v1alpha1.ActionCordon:     &Cordon{Client: c},
-		v1alpha1.ActionNotify:     &Notify{HTTP: d.HTTP},
+		v1alpha1.ActionNotify:     &Notify{HTTP: d.HTTP, AllowedURLs: d.NotifyAllowed},
 	}
 	if d.Store != nil {
 		a[v1alpha1.ActionCapture] = &Capture{Reader: reader, Logs: d.Logs, Store: d.Store, Node: d.Node}

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/internal/trust"
 	"github.com/riposte-dev/riposte/responders"
 	"github.com/riposte-dev/riposte/test/cluster"
 )
@@ -208,6 +209,7 @@ func incident(t *testing.T, ns string, subject v1alpha1.Subject, refs ...v1alpha
 			Subject: subject, Playbooks: refs,
 		},
 	}
+	inc.Annotations = map[string]string{v1alpha1.SignatureAnnotation: signer.Sign(inc)}
 	if err := kc.Create(ctxT(t), inc); err != nil {
 		t.Fatalf("create incident: %v", err)
 	}
@@ -215,14 +217,18 @@ func incident(t *testing.T, ns string, subject v1alpha1.Subject, refs ...v1alpha
 	return inc
 }
 
+// signer signs the Incidents tests create, as the controller signs its own.
+var signer, _ = trust.NewSigner([]byte("riposte responders test signing key"))
+
 // authorize records the controller's decision to run inc's playbooks, as
 // the Incident reconciler does for an Incident it verified.
 func authorize(t *testing.T, inc *v1alpha1.Incident) {
 	t.Helper()
+	base := inc.DeepCopy()
 	apimeta.SetStatusCondition(&inc.Status.Conditions, metav1.Condition{Type: v1alpha1.AuthorizedCondition,
 		Status: metav1.ConditionTrue, Reason: v1alpha1.SignedReason, Message: "test"})
 	inc.Status.AuthorizedGeneration = inc.Generation
-	if err := kc.Status().Update(ctxT(t), inc); err != nil {
+	if err := kc.Status().Patch(ctxT(t), inc, client.MergeFrom(base)); err != nil {
 		t.Fatalf("authorize incident: %v", err)
 	}
 }

@@ -20,8 +20,15 @@ import (
 // the Falco output form Falcosidekick accepts on its / endpoint, so existing
 // alert routing can be reused.
 type Notify struct {
-	// HTTP is the client used (default: 10s timeout).
+	// HTTP is the client used (default: 10s timeout). Redirects are never
+	// followed, whatever the client says.
 	HTTP *http.Client
+	// AllowedURLs are the URL prefixes a namespaced ResponsePlaybook may
+	// notify (scheme://host[:port][/path]); the cluster admin sets them
+	// (--notify-allow). Empty: namespaced playbooks may not notify at all.
+	// ClusterResponsePlaybooks, written by cluster admins, may notify any
+	// http(s) URL.
+	AllowedURLs []string
 }
 
 // Message is the riposte notification payload.
@@ -109,15 +116,39 @@ func Payload(inc *v1alpha1.Incident, format string, now time.Time) ([]byte, erro
 	})
 }
 
-func notifyTarget(req *Request) (*v1alpha1.NotifyParams, error) {
+func (a *Notify) target(req *Request) (*v1alpha1.NotifyParams, error) {
 	p := req.Step.Notify
 	if p == nil || p.URL == "" {
 		return nil, fmt.Errorf("notify step has no url")
 	}
-	if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("notify url must be http or https")
+	u, err := url.Parse(p.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("notify url must be an absolute http or https URL")
+	}
+	if !req.ClusterPlaybook() && !AllowedURL(a.AllowedURLs, u) {
+		// A tenant's playbook must not make the controller reach whatever
+		// it can reach (cloud metadata, the API server, other tenants).
+		return nil, refused("notify %s: a namespaced ResponsePlaybook may only notify URLs the cluster admin allowed (--notify-allow)", redactURL(p.URL))
 	}
 	return p, nil
+}
+
+// AllowedURL reports whether u starts with one of the allowed prefixes,
+// compared as parsed URLs (scheme, host and port exactly, then the path), so
+// "https://hooks.example" does not allow "https://hooks.example.evil".
+func AllowedURL(allowed []string, u *url.URL) bool {
+	for _, a := range allowed {
+		p, err := url.Parse(a)
+		if err != nil || p.Scheme != u.Scheme || !strings.EqualFold(p.Host, u.Host) || u.User != nil {
+			continue
+		}
+		prefix := strings.TrimSuffix(p.EscapedPath(), "/")
+		path := u.EscapedPath()
+		if prefix == "" || path == prefix || strings.HasPrefix(path, prefix+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func redactURL(raw string) string {
@@ -137,7 +168,7 @@ func format(p *v1alpha1.NotifyParams) string {
 
 // Plan implements Action.
 func (a *Notify) Plan(ctx context.Context, req *Request) (string, error) {
-	p, err := notifyTarget(req)
+	p, err := a.target(req)
 	if err != nil {
 		return "", err
 	}
@@ -147,7 +178,7 @@ func (a *Notify) Plan(ctx context.Context, req *Request) (string, error) {
 // Do implements Action. A restart between the POST and the status update
 // sends the notification again: delivery is at least once.
 func (a *Notify) Do(ctx context.Context, req *Request) (Result, error) {
-	p, err := notifyTarget(req)
+	p, err := a.target(req)
 	if err != nil {
 		return Result{}, err
 	}
@@ -155,10 +186,14 @@ func (a *Notify) Do(ctx context.Context, req *Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("encode %s payload: %w", format(p), err)
 	}
-	hc := a.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if a.HTTP != nil {
+		c := *a.HTTP
+		hc = &c
 	}
+	// A redirect would send the Incident (and the controller) elsewhere
+	// than the URL that was allowed.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL, bytes.NewReader(body))
 	if err != nil {
 		return Result{}, fmt.Errorf("notify %s: %w", redactURL(p.URL), err)
@@ -170,9 +205,11 @@ func (a *Notify) Do(ctx context.Context, req *Request) (Result, error) {
 		return Result{}, fmt.Errorf("notify %s: %w", redactURL(p.URL), err)
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	// The response body stays out of the Incident: whatever answered chose
+	// it, and the status is read by more people than the endpoint.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return Result{}, fmt.Errorf("notify %s: HTTP %d: %s", redactURL(p.URL), resp.StatusCode, strings.TrimSpace(string(snippet)))
+		return Result{}, fmt.Errorf("notify %s: HTTP %d %s", redactURL(p.URL), resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	return Result{Message: fmt.Sprintf("POSTed %d-byte %s payload to %s: HTTP %d", len(body), format(p), redactURL(p.URL), resp.StatusCode)}, nil
 }

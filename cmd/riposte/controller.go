@@ -57,6 +57,7 @@ func runController(args []string) int {
 	fs.StringSliceVar(&opts.Response.ProtectedNamespaces, "protected-namespaces", responders.DefaultProtectedNamespaces, "Namespaces playbooks may act in only when they opt in (the controller's own is always protected).")
 	fs.StringVar(&opts.Response.EvidenceDir, "evidence-dir", "", "Folder (a mounted volume) for capture bundles; empty disables the capture action.")
 	fs.StringVar(&opts.Response.Node, "node-name", os.Getenv("NODE_NAME"), "This pod's node, named in evidence locations.")
+	fs.StringSliceVar(&opts.Response.NotifyAllow, "notify-allow", nil, "URL prefixes (scheme://host[:port][/path]) that namespaced ResponsePlaybooks may notify; none by default. ClusterResponsePlaybooks may notify any URL.")
 	fs.IntVar(&verbosity, "v", 0, "Log verbosity.")
 	if err := fs.Parse(args); err != nil {
 		if err == pflag.ErrHelp {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -22,6 +23,7 @@ func testCmd(args []string) int {
 	}
 	junit := fs.String("junit", "", "write JUnit XML to this file")
 	output := fs.String("output", "text", "text or json (one JSON object per test)")
+	timeout := fs.Duration("test-timeout", ruleset.DefaultTestTimeout, "time allowed for one rule's embedded tests (and one test file case); those not run in time fail")
 	if err := fs.Parse(args); err != nil {
 		return exitBadUsage
 	}
@@ -40,7 +42,7 @@ func testCmd(args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "loaded %d rules, %d playbooks, %d test files\n", len(set.Rules), len(set.Playbooks), len(set.TestFiles))
 
-	results := ruleset.Run(set)
+	results := ruleset.Run(context.Background(), set, *timeout)
 	passed, failed := 0, 0
 	enc := json.NewEncoder(os.Stdout)
 	for _, r := range results {

@@ -14,19 +14,11 @@ type Finding struct {
 	Detail string
 }
 
-// Lint checks a loaded set: rules that do not compile, duplicate names,
-// rules without a positive and a negative test, and playbook references that
+// Lint checks a loaded set: rules that do not compile, rules without a positive and a negative test, and playbook references that
 // resolve to no loaded playbook.
 func Lint(s *Set) []Finding {
 	var out []Finding
-	seen := map[string]*Rule{}
 	for _, r := range s.Rules {
-		key := r.Kind + "/" + r.ID()
-		if prev, ok := seen[key]; ok {
-			out = append(out, Finding{Error: true, Rule: r.ID(), Detail: fmt.Sprintf("%s:%d: %s %q is also defined at %s:%d", r.File, r.Line, r.Kind, r.ID(), prev.File, prev.Line)})
-		} else {
-			seen[key] = r
-		}
 		if r.Err != nil {
 			detail := r.Err.Error()
 			if e, ok := r.Err.(*Error); ok {

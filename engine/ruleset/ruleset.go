@@ -6,6 +6,7 @@
 package ruleset
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,7 +149,10 @@ func (s *Set) Live() ([]*engine.Rule, []error) {
 			out = append(out, &Error{File: r.File, Line: r.Line, Rule: r.ID(), Msg: "suspended"})
 		default:
 			failed := ""
-			for _, tr := range engine.RunTests(r.Compiled) {
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultTestTimeout)
+			results := engine.RunTestsContext(ctx, r.Compiled)
+			cancel()
+			for _, tr := range results {
 				if !tr.Passed {
 					failed = fmt.Sprintf("embedded test %q fails: %s", tr.Test, tr.Message)
 					break
@@ -355,6 +359,14 @@ func (s *Set) addRule(d *document, kind string, obj *v1alpha1.DetectionRule) err
 			Msg: "a DetectionRule needs metadata.namespace (it only sees its namespace); use a ClusterDetectionRule for all"}
 	}
 	r := &Rule{Kind: kind, Name: obj.Name, Namespace: ns, File: d.file, Line: d.line, Spec: obj.Spec, doc: d}
+	for _, prev := range s.Rules {
+		if prev.Kind == kind && prev.ID() == r.ID() {
+			// In a cluster the second would replace the first: which one
+			// was tested would depend on the order files were read.
+			return &Error{File: d.file, Line: d.line, Rule: r.ID(), Field: "metadata.name",
+				Msg: fmt.Sprintf("%s %q is also defined at %s:%d", kind, r.ID(), prev.File, prev.Line)}
+		}
+	}
 	compiled, err := engine.Compile(obj.Name, ns, &obj.Spec)
 	if err != nil {
 		r.Err = r.locate(err)

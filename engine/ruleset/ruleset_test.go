@@ -2,8 +2,10 @@ package ruleset
 
 import (
 	"bytes"
+	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,7 +81,7 @@ func TestRunReportsEveryFailureWithItsPlace(t *testing.T) {
 	if len(errs) != 0 {
 		t.Fatal(errs)
 	}
-	results := Run(s)
+	results := Run(context.Background(), s, 0)
 	type key struct{ rule, test string }
 	got := map[key]Result{}
 	for _, r := range results {
@@ -121,15 +123,55 @@ func TestRunReportsEveryFailureWithItsPlace(t *testing.T) {
 	}
 }
 
+// TestDuplicateRulesAreLoadErrors: the same rule defined twice fails loading
+// (so test, compile, replay and lint all refuse it), naming both places.
+func TestDuplicateRulesAreLoadErrors(t *testing.T) {
+	s, errs := Load("testdata/bad/bad-cel.yaml", "testdata/bad/bad-cel.yaml")
+	var msgs []string
+	for _, e := range errs {
+		msgs = append(msgs, e.Error())
+	}
+	all := strings.Join(msgs, "\n")
+	if want := `testdata/bad/bad-cel.yaml:17: rule "good": ClusterDetectionRule "good" is also defined at testdata/bad/bad-cel.yaml:17`; !strings.Contains(all, want) {
+		t.Errorf("load errors lack %q:\n%s", want, all)
+	}
+	n := 0
+	for _, r := range s.Rules {
+		if r.ID() == "good" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d rules named good loaded, want the first only", n)
+	}
+}
+
+// TestAliasBombIsRefused: a few hundred bytes of nested YAML aliases that
+// would expand to a billion nodes fail at once with a clear message.
+func TestAliasBombIsRefused(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	p := filepath.Join(t.TempDir(), "bomb.yaml")
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errs := Load(p)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "alias bomb") {
+		t.Fatalf("errors %v, want one naming the alias bomb", errs)
+	}
+}
+
 func TestLintFindings(t *testing.T) {
-	s, _ := load(t, "testdata/bad/bad-cel.yaml", "testdata/bad/bad-cel.yaml")
+	s, _ := load(t, "testdata/bad/bad-cel.yaml")
 	var details []string
 	for _, f := range Lint(s) {
 		details = append(details, f.Detail)
 	}
 	all := strings.Join(details, "\n")
 	for _, want := range []string{
-		`ClusterDetectionRule "good" is also defined at testdata/bad/bad-cel.yaml:17`,
 		`rule "good" has no test that expects no match`,
 		`playbook "missing-playbook": no ClusterResponsePlaybook of that name is loaded`,
 		`undeclared reference to 'proces'`,
@@ -143,7 +185,7 @@ func TestLintFindings(t *testing.T) {
 func TestWriteJUnit(t *testing.T) {
 	s, _ := load(t, "testdata/bad/wrong-test.yaml")
 	var buf bytes.Buffer
-	if err := WriteJUnit(&buf, Run(s)); err != nil {
+	if err := WriteJUnit(&buf, Run(context.Background(), s, 0)); err != nil {
 		t.Fatal(err)
 	}
 	var doc junitSuites
@@ -164,7 +206,7 @@ func TestShippedLibraryLoadsAndPasses(t *testing.T) {
 		t.Fatalf("the library has %d rules, want at least 10", len(s.Rules))
 	}
 	sources := map[string]int{}
-	for _, r := range Run(s) {
+	for _, r := range Run(context.Background(), s, 0) {
 		if !r.Passed {
 			t.Errorf("%s / %s failed: %s", r.Rule, r.Test, r.Message)
 		}
@@ -203,7 +245,7 @@ func FuzzLoad(f *testing.F) {
 			t.Fatal(err)
 		}
 		s, _ := Load(p)
-		_ = Run(s)
+		_ = Run(context.Background(), s, 0)
 		_ = Lint(s)
 	})
 }

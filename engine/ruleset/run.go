@@ -1,7 +1,9 @@
 package ruleset
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/riposte-dev/riposte/engine"
 )
@@ -19,9 +21,18 @@ type Result struct {
 	Message string `json:"message,omitempty"`
 }
 
-// Run runs every rule's embedded tests and every test file case. A rule that
-// does not compile is one failed result.
-func Run(s *Set) []Result {
+// DefaultTestTimeout bounds the embedded tests of one rule, and one test
+// file case, in `riposte test`: a rule file in a pull request chooses both
+// its condition and its tests, and must not hold CI for long.
+const DefaultTestTimeout = 10 * time.Second
+
+// Run runs every rule's embedded tests and every test file case, each
+// rule's tests (and each case) within timeout. A rule that does not compile
+// is one failed result.
+func Run(ctx context.Context, s *Set, timeout time.Duration) []Result {
+	if timeout <= 0 {
+		timeout = DefaultTestTimeout
+	}
 	var out []Result
 	for _, r := range s.Rules {
 		if r.Err != nil {
@@ -32,19 +43,23 @@ func Run(s *Set) []Result {
 			out = append(out, Result{Rule: r.ID(), Test: "compile", File: r.File, Line: r.Line, Message: msg})
 			continue
 		}
-		for i, tr := range engine.RunTests(r.Compiled) {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		for i, tr := range engine.RunTestsContext(rctx, r.Compiled) {
 			out = append(out, Result{Rule: r.ID(), Test: tr.Test, File: r.File, Line: r.LineOf(fmt.Sprintf("spec.tests[%d]", i)), Passed: tr.Passed, Message: tr.Message})
 		}
+		cancel()
 	}
 	for _, tf := range s.TestFiles {
 		for _, c := range tf.Cases {
-			out = append(out, runCase(s, tf, c)...)
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			out = append(out, runCase(cctx, s, tf, c)...)
+			cancel()
 		}
 	}
 	return out
 }
 
-func runCase(s *Set, tf *TestFile, c TestCase) []Result {
+func runCase(ctx context.Context, s *Set, tf *TestFile, c TestCase) []Result {
 	ev, err := engine.DecodeLine(c.Event)
 	if err != nil {
 		return []Result{{Rule: "-", Test: c.Name, File: tf.File, Line: c.Line, Message: "event: " + err.Error()}}
@@ -59,7 +74,7 @@ func runCase(s *Set, tf *TestFile, c TestCase) []Result {
 		case r.Compiled == nil:
 			res.Message = "the rule does not compile"
 		default:
-			v := r.Compiled.Check(&ev)
+			v := r.Compiled.Check(ctx, &ev)
 			switch {
 			case v.Err != nil:
 				res.Message = "evaluation failed: " + v.Err.Error()

@@ -17,6 +17,7 @@ import (
 // document is one YAML document converted to JSON-compatible values, with the
 // line of every field path so errors can say where.
 type document struct {
+	nodes int // converted so far, aliases expanded: bounded by maxNodes
 	file  string
 	line  int            // line of the document's first node
 	value any            // map[string]any, []any, string, float64/int64, bool, nil
@@ -83,10 +84,18 @@ func yamlErrLine(err error) int {
 
 const maxDepth = 100
 
+// maxNodes bounds one document's size with its aliases expanded: a few
+// hundred bytes of nested aliases ("billion laughs") would otherwise expand
+// to gigabytes in memory. A rule document has a few hundred nodes.
+const maxNodes = 100_000
+
 // convert turns a YAML node into JSON-compatible values, recording lines.
 func (d *document) convert(n *yaml.Node, path string, depth int) (any, error) {
 	if depth > maxDepth {
 		return nil, &Error{File: d.file, Line: n.Line, Msg: "nesting too deep"}
+	}
+	if d.nodes++; d.nodes > maxNodes {
+		return nil, &Error{File: d.file, Line: n.Line, Msg: fmt.Sprintf("the document expands to more than %d YAML nodes with its aliases resolved; refusing it (an alias bomb?)", maxNodes)}
 	}
 	if path != "" {
 		d.lines[path] = n.Line

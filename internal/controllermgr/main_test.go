@@ -3,6 +3,9 @@ package controllermgr_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -26,7 +29,16 @@ var (
 	shared      *cluster.Cluster
 	k8s         client.Client
 	evidenceDir string
+	// hook receives notify steps: namespaced playbooks may post below its
+	// /allowed path only (the controller's --notify-allow).
+	hook     *httptest.Server
+	notified = make(chan notification, 16)
 )
+
+type notification struct {
+	path string
+	body []byte
+}
 
 const controllerNS = stack.Namespace
 
@@ -39,8 +51,16 @@ func run(m *testing.M) int {
 	if os.Getenv("RIPOSTE_TEST_LOG") != "" {
 		log = textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(1)))
 	}
+	hook = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		select {
+		case notified <- notification{r.URL.Path, b}:
+		default:
+		}
+	}))
+	defer hook.Close()
 	s, err := stack.Start(context.Background(), stack.Options{
-		Response: controllermgr.Response{Node: "e2e-node"},
+		Response: controllermgr.Response{Node: "e2e-node", NotifyAllow: []string{hook.URL + "/allowed"}},
 		Log:      log,
 	})
 	if err != nil {

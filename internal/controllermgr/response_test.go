@@ -6,9 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,19 +29,13 @@ func TestMatchRunsPlaybookSteps(t *testing.T) {
 	if err := shared.EnsureServiceAccount(ctx, ns, "default"); err != nil {
 		t.Fatal(err)
 	}
-	notified := make(chan []byte, 4)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		notified <- b
-	}))
-	defer hook.Close()
 
 	pb := &v1alpha1.ResponsePlaybook{
 		ObjectMeta: metav1.ObjectMeta{Name: "contain", Namespace: ns},
 		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{
 			{Action: v1alpha1.ActionLabel, Values: map[string]string{"riposte.dev/suspect": "true"}},
 			{Action: v1alpha1.ActionCapture},
-			{Action: v1alpha1.ActionNotify, Notify: &v1alpha1.NotifyParams{URL: hook.URL}},
+			{Action: v1alpha1.ActionNotify, Notify: &v1alpha1.NotifyParams{URL: hook.URL + "/allowed/shop"}},
 		}},
 	}
 	rule := &v1alpha1.DetectionRule{
@@ -132,7 +123,11 @@ func TestMatchRunsPlaybookSteps(t *testing.T) {
 	}
 
 	select {
-	case b := <-notified:
+	case n := <-notified:
+		b := n.body
+		if n.path != "/allowed/shop" {
+			t.Errorf("notified %s, want /allowed/shop", n.path)
+		}
 		var payload map[string]any
 		if err := json.Unmarshal(b, &payload); err != nil {
 			t.Fatalf("notify payload is not JSON: %v\n%s", err, b)

@@ -122,6 +122,8 @@ type Response struct {
 	EvidenceDir string
 	// Node names this controller's node in evidence locations (node:path).
 	Node string
+	// NotifyAllow are the URL prefixes namespaced playbooks may notify.
+	NotifyAllow []string
 }
 
 // IncidentKeySecret is the Secret of the controller's namespace holding the
@@ -350,7 +352,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 // named by each Incident through the responders.
 func setupResponse(mgr ctrl.Manager, cfg *rest.Config, opts Options, auth *trust.Authorizer, recorder controller.EventRecorder) error {
 	ro := opts.Response
-	deps := responders.Deps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
+	deps := responders.Deps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), NotifyAllowed: ro.NotifyAllow}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("create clientset: %w", err)

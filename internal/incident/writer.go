@@ -149,8 +149,16 @@ func NewWriter(c client.Client, log logr.Logger, opts Options) *Writer {
 // Collectors returns the writer's Prometheus collectors for registration.
 func (w *Writer) Collectors() []prometheus.Collector {
 	m := &w.metrics
-	return []prometheus.Collector{m.matches, m.folded, m.dropped, m.writes, m.writeErrors, m.open}
+	return []prometheus.Collector{m.matches, m.folded, m.dropped, m.writes, m.writeErrors, m.open, truncatedCollector}
 }
+
+// truncatedCollector exports engine.TruncatedEvents with the writer's
+// metrics, which every process that matches events (agent, controller)
+// registers: events cut to the evaluation bounds before matching.
+var truncatedCollector = prometheus.NewCounterFunc(prometheus.CounterOpts{
+	Name: "riposte_events_truncated_total",
+	Help: "Events with a field longer than the evaluation bounds, cut before matching (such an event says truncated: true).",
+}, func() float64 { return float64(engine.TruncatedEvents()) })
 
 // Record folds one match of ev into its Incident.
 func (w *Writer) Record(m engine.Match, ev *engine.Event) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
@@ -36,7 +37,7 @@ func Check(ctx context.Context, lookup PlaybookLookup, name, namespace string, s
 	if f != nil {
 		return nil, f
 	}
-	if f := Tests(rule); f != nil {
+	if f := Tests(ctx, rule); f != nil {
 		return nil, f
 	}
 	if lookup != nil {
@@ -68,13 +69,33 @@ func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*engine.
 	}
 }
 
-// Tests runs a compiled rule's embedded tests and reports every failing one.
-func Tests(rule *engine.Rule) *Failure {
+// TestBudget bounds the time all embedded tests of one rule may take where
+// riposte checks a rule for the cluster (admission, the rule reconciler): a
+// rule's author chooses its tests, and the admission webhook must answer
+// within the API server's timeout.
+const TestBudget = 2 * time.Second
+
+// Tests runs a compiled rule's embedded tests within TestBudget (and ctx)
+// and reports every failing one; tests the budget did not let run fail.
+func Tests(ctx context.Context, rule *engine.Rule) *Failure {
+	ctx, cancel := context.WithTimeout(ctx, TestBudget)
+	defer cancel()
 	var failed []string
-	results := engine.RunTests(rule)
+	results := engine.RunTestsContext(ctx, rule)
+	ran := 0
 	for _, r := range results {
+		if !strings.Contains(r.Message, engine.ErrTestBudget.Error()) {
+			ran++
+		}
 		if !r.Passed {
 			failed = append(failed, fmt.Sprintf("test %q failed: %s", r.Test, r.Message))
+		}
+	}
+	if ran < len(results) {
+		return &Failure{
+			Reason:    v1alpha1.TestFailedReason,
+			Message:   fmt.Sprintf("rule %q: its %d embedded tests take longer than %s (%d finished): make the condition cheaper or the tests fewer", rule.Name(), len(results), TestBudget, ran),
+			Permanent: true,
 		}
 	}
 	if len(failed) == 0 {

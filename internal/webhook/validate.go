@@ -76,7 +76,7 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 	// the same sync. The reconciler keeps such a rule not Ready meanwhile.
 	rule, f := rulecheck.Compile(name, ns, spec)
 	if f == nil {
-		f = rulecheck.Tests(rule)
+		f = rulecheck.Tests(ctx, rule)
 	}
 	if f != nil {
 		return admission.Denied(fmt.Sprintf("%s: %s", f.Reason, f.Message))
