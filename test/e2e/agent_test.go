@@ -26,7 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	"github.com/riposte-dev/riposte/engine/enrich"
+	"github.com/riposte-dev/riposte/host"
+	"github.com/riposte-dev/riposte/internal/controllermgr"
 	"github.com/riposte-dev/riposte/internal/rollout"
 	"github.com/riposte-dev/riposte/test/node"
 	"github.com/riposte-dev/riposte/test/stack"
@@ -47,10 +48,11 @@ func TestShellAndShadowReadInADeploymentPodBecomeIncidents(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	n, rules := riposteOnNode(ctx, t, root, "shell-in-container", "shadow-file-read")
+	rn := riposteOnNode(ctx, t, root, controllermgr.Response{}, nil, "shell-in-container", "shadow-file-read")
+	n, rules := rn.Node, rn.Rules
 	c := n.Stack.Client
 	pod := deploymentPod(ctx, t, n, "shop", "web")
-	_, containerID := enrich.SplitContainerID(pod.Status.ContainerStatuses[0].ContainerID)
+	_, containerID := host.SplitContainerID(pod.Status.ContainerStatuses[0].ContainerID)
 
 	begin := time.Now()
 	out, err := n.Exec(ctx, "shop", pod.Name, "sh", "-c", "cat /etc/shadow; id")
@@ -99,23 +101,34 @@ func TestShellAndShadowReadInADeploymentPodBecomeIncidents(t *testing.T) {
 	}
 }
 
+// riposteNode is a real node with riposte's controller and agent on it.
+type riposteNode struct {
+	*node.Node
+	// Rules are the UIDs of the rules waited for, by name.
+	Rules map[string]string
+	Agent *agentProcess
+}
+
 // riposteOnNode starts a node with kube-controller-manager and riposte's
 // controller (its log on stderr with RIPOSTE_TEST_LOG set), applies the
 // shipped library with kubectl as Flux or Argo CD would, waits until the
 // controller makes the named rules Ready, and starts the `riposte agent`
-// binary and waits until it reports them loaded in its Lease. It returns the
-// node and the rules' UIDs by name.
-func riposteOnNode(ctx context.Context, t *testing.T, root string, ruleNames ...string) (*node.Node, map[string]string) {
+// binary and waits until it reports them loaded in its Lease. extra are
+// further rule and playbook files (testdata) applied with the library;
+// resp configures the controller's responses.
+func riposteOnNode(ctx context.Context, t *testing.T, root string, resp controllermgr.Response, extra []string, ruleNames ...string) *riposteNode {
 	t.Helper()
 	log := logr.Discard()
 	if os.Getenv("RIPOSTE_TEST_LOG") != "" {
 		log = textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(1)))
 	}
-	n := node.StartT(t, node.Options{ControllerManager: true, Controller: &stack.Options{Root: root, Log: log}})
+	n := node.StartT(t, node.Options{ControllerManager: true, Controller: &stack.Options{Root: root, Log: log, Response: resp}})
 	c := n.Stack.Client
 
-	if out, err := n.Cluster.Kubectl(ctx, "apply", "-R", "-f", filepath.Join(root, "rules")).CombinedOutput(); err != nil {
-		t.Fatalf("kubectl apply rules/: %v\n%s", err, out)
+	for _, f := range append([]string{filepath.Join(root, "rules")}, extra...) {
+		if out, err := n.Cluster.Kubectl(ctx, "apply", "-R", "-f", f).CombinedOutput(); err != nil {
+			t.Fatalf("kubectl apply %s: %v\n%s", f, err, out)
+		}
 	}
 	rules := map[string]string{}
 	for _, name := range ruleNames {
@@ -137,11 +150,11 @@ func riposteOnNode(ctx context.Context, t *testing.T, root string, ruleNames ...
 		return len(pending) == 0, strings.Join(pending, "; ")
 	})
 
-	startAgent(ctx, t, n, root)
+	agent := startAgent(ctx, t, n, root)
 	waitFor(ctx, t, "the agent reports the rules loaded in its Lease", func() (bool, string) {
 		out, err := n.Cluster.Kubectl(ctx, "-n", stack.Namespace, "get", "lease", rollout.LeaseName(node.Name), "-o", "jsonpath={.metadata.annotations}").CombinedOutput()
 		if err != nil {
-			return false, string(out)
+			return false, string(out) + agent.tail()
 		}
 		for _, uid := range rules {
 			if !bytes.Contains(out, []byte(uid)) {
@@ -150,7 +163,7 @@ func riposteOnNode(ctx context.Context, t *testing.T, root string, ruleNames ...
 		}
 		return true, ""
 	})
-	return n, rules
+	return &riposteNode{Node: n, Rules: rules, Agent: agent}
 }
 
 // deploymentPod creates a one-replica Deployment namespace/name on the node
@@ -204,12 +217,17 @@ type agentProcess struct {
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
+	// Evidence is the host folder behind the agent's evidence volume.
+	Evidence string
 }
 
-// startAgent builds cmd/riposte and runs `riposte agent` for the node with a
-// kubeconfig holding a token of the riposte-agent ServiceAccount, so it has
-// exactly the permissions of config/rbac/agent.yaml. It is stopped at
-// cleanup.
+// startAgent builds cmd/riposte and runs `riposte agent` for the node as
+// config/agent/daemonset.yaml runs it: with the manifest's arguments, in a
+// private mount namespace reproducing its volume mounts on a read-only root
+// (daemonSetView), and with a token of the riposte-agent ServiceAccount
+// bound to the Node, as the kubelet binds a DaemonSet pod's token: exactly
+// the permissions of config/rbac/agent.yaml, and the node identity the
+// admission policy riposte-incidents checks. It is stopped at cleanup.
 func startAgent(ctx context.Context, t *testing.T, n *node.Node, root string) *agentProcess {
 	t.Helper()
 	dir := t.TempDir()
@@ -219,7 +237,7 @@ func startAgent(ctx context.Context, t *testing.T, n *node.Node, root string) *a
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/riposte: %v\n%s", err, out)
 	}
-	cfg, err := n.Cluster.ServiceAccountConfig(ctx, stack.Namespace, "riposte-agent")
+	cfg, err := n.Cluster.NodeServiceAccountConfig(ctx, stack.Namespace, "riposte-agent", node.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,14 +250,27 @@ func startAgent(ctx context.Context, t *testing.T, n *node.Node, root string) *a
 	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentProcess{log: filepath.Join(dir, "agent.log"), done: make(chan struct{})}
+	a := &agentProcess{log: filepath.Join(dir, "agent.log"), done: make(chan struct{}), Evidence: filepath.Join(dir, "evidence")}
+	if err := os.Mkdir(a.Evidence, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := loadDaemonSet(root, a.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The manifest's arguments, then what a pod would have to itself: its
+	// ports (here they would clash with other processes of the host).
+	args := append([]string{bin}, ds.args(map[string]string{"NODE_NAME": node.Name, "RUNTIME_NAMESPACE": stack.Namespace})...)
+	args = append(args, "--metrics-addr=127.0.0.1:0", "--health-addr=127.0.0.1:0")
+	script, err := ds.script(args)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logFile, err := os.Create(a.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.cmd = exec.Command(bin, "agent", "--node", node.Name, "--namespace", stack.Namespace,
-		"--metrics-addr", "0", "--resync", "1s",
-		"--evidence-dir", filepath.Join(dir, "evidence"), "--pin-dir", "")
+	a.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script)
 	a.cmd.Env = []string{"KUBECONFIG=" + kubeconfig, "HOME=" + dir, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -20,7 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
-	rnode "github.com/riposte-dev/riposte/responders/node"
+	"github.com/riposte-dev/riposte/host"
+	"github.com/riposte-dev/riposte/internal/controllermgr"
 	"github.com/riposte-dev/riposte/test/node"
 )
 
@@ -42,7 +43,7 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	n, _ := riposteOnNode(ctx, t, root, "shell-in-container")
+	n := riposteOnNode(ctx, t, root, controllermgr.Response{}, nil, "shell-in-container").Node
 	c := n.Stack.Client
 	// The whole shipped library stays loaded: namespace-escape-attempt must
 	// not fire on runc's own init at container start or at kubectl exec (it
@@ -162,7 +163,7 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	if !reflect.DeepEqual(isolate.Undo, wantUndo) {
 		t.Errorf("isolate step undo\n got %v\nwant %v", isolate.Undo, wantUndo)
 	}
-	cgroup := filepath.Join(rnode.DefaultCgroupRoot, n.CgroupRoot(), "kubepods", "besteffort", "pod"+uid)
+	cgroup := filepath.Join(host.DefaultCgroupRoot(), n.CgroupRoot(), "kubepods", "besteffort", "pod"+uid)
 	wantKernel := fmt.Sprintf("node %s attached: cgroup_skb ingress+egress attached to %s, allowing any:53 at ", node.Name, cgroup)
 	if !strings.HasPrefix(kernel, wantKernel) {
 		t.Errorf("%s\n got %q\nwant prefix %q", v1alpha1.KernelIsolationAnnotation, kernel, wantKernel)
@@ -220,6 +221,43 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	}
 	t.Logf("isolated: wget %s failed after %s: %v", web.url, took, oneLine(err))
 	mustFetch(dns, "isolated, port 53 (allowDNS)")
+
+	// Someone who may patch pods removes the isolate label: the admission
+	// policy refuses it, even for a cluster admin.
+	unlabel := func() ([]byte, error) {
+		return n.Cluster.Kubectl(ctx, "label", "-n", "shop", "pod", pod.Name, v1alpha1.IsolateLabel+"-").CombinedOutput()
+	}
+	if out, err := unlabel(); err == nil || !strings.Contains(string(out), "riposte-isolation") {
+		t.Fatalf("removing the isolate label: %v %s, want a refusal by the admission policy riposte-isolation", err, out)
+	} else {
+		t.Logf("removing the isolate label refused: %s", oneLine(fmt.Errorf("%s", out)))
+	}
+	// Forced: with the policy's binding deleted (the API server drops it
+	// within moments), the label goes. The kernel layer holds, because the
+	// Incident still asks for it, and the controller puts the label back.
+	if out, err := n.Cluster.Kubectl(ctx, "delete", "validatingadmissionpolicybinding", "riposte-isolation").CombinedOutput(); err != nil {
+		t.Fatalf("delete the policy binding: %v %s", err, out)
+	}
+	waitFor(ctx, t, "the label removed with the policy gone", func() (bool, string) {
+		out, err := unlabel()
+		return err == nil, string(out)
+	})
+	forced := time.Now()
+	before = web.requests.Load()
+	if out, _, err := fetch(web); err == nil || web.requests.Load() != before {
+		t.Fatalf("with the isolate label removed by force, the pod reached the host: %q", out)
+	}
+	waitFor(ctx, t, "the controller puts the isolate label back", func() (bool, string) {
+		var p corev1.Pod
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pod), &p); err != nil {
+			return false, err.Error()
+		}
+		return p.Labels[v1alpha1.IsolateLabel] == uid, fmt.Sprintf("labels %v", p.Labels)
+	})
+	t.Logf("label removed by force: the kernel layer held, the controller put the label back %s later", time.Since(forced).Round(time.Millisecond))
+	if out, err := n.Cluster.Kubectl(ctx, "apply", "-k", filepath.Join(n.Stack.Root, "config/admission")).CombinedOutput(); err != nil {
+		t.Fatalf("put the admission policy back: %v %s", err, out)
+	}
 
 	// Revert, as a user would.
 	if out, err := n.Cluster.Kubectl(ctx, "annotate", "-n", inc.Namespace, "incidents.riposte.dev", inc.Name, v1alpha1.RevertAnnotation+"=true").CombinedOutput(); err != nil {

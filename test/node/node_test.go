@@ -17,7 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/riposte-dev/riposte/engine/enrich"
+	"github.com/riposte-dev/riposte/host"
 	"github.com/riposte-dev/riposte/test/node"
 )
 
@@ -54,7 +54,7 @@ func TestPodRunsInAContainerOfItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("pod Running %s after create", time.Since(start).Round(time.Millisecond))
-	_, id := enrich.SplitContainerID(pod.Status.ContainerStatuses[0].ContainerID)
+	_, id := host.SplitContainerID(pod.Status.ContainerStatuses[0].ContainerID)
 	if pod.Status.ContainerStatuses[0].Image != node.BusyboxImage {
 		t.Errorf("image = %q, want %q", pod.Status.ContainerStatuses[0].Image, node.BusyboxImage)
 	}
@@ -75,9 +75,9 @@ func TestPodRunsInAContainerOfItsOwn(t *testing.T) {
 	if !strings.Contains(string(out), "root:*:") {
 		t.Errorf("the image's /etc/shadow was not read:\n%s", out)
 	}
-	ref, ok := enrich.ParsePath(strings.TrimPrefix(want, "0::"))
+	ref, ok := host.ParsePath(strings.TrimPrefix(want, "0::"))
 	if !ok || ref.ContainerID != id || ref.PodUID != string(pod.UID) {
-		t.Errorf("enrich.ParsePath(%q) = %+v, %v; want container %s of pod %s", want, ref, ok, id, pod.UID)
+		t.Errorf("host.ParsePath(%q) = %+v, %v; want container %s of pod %s", want, ref, ok, id, pod.UID)
 	}
 }
 
