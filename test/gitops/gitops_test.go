@@ -82,6 +82,10 @@ func TestRulePullRequestsGoLiveThroughFlux(t *testing.T) {
 	s := startStack(ctx, t, root)
 	c := s.Client
 	startFlux(ctx, t, s)
+	// The shipped config/flux as it is, all of it, against Flux's CRDs.
+	if out, err := s.Cluster.Kubectl(ctx, "apply", "--dry-run=server", "-k", filepath.Join(root, "config", "flux")).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply --dry-run=server -k config/flux: %v\n%s", err, out)
+	}
 	startAgent(ctx, t, s)
 	repo := newGitRepo(t)
 	t.Logf("control plane, riposte controller, Flux and the agent up after %s", time.Since(begin).Round(time.Millisecond))

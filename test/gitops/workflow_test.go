@@ -38,8 +38,8 @@ type workflow struct {
 // run step in bash with -eo pipefail, the job's env, GITHUB_STEP_SUMMARY a
 // file, and riposte the binary of this checkout (the install and uses:
 // steps are skipped). It must pass with a JUnit report of every embedded
-// test and post the replay counts; a rule with broken CEL must fail it at
-// the Lint step.
+// test and post the replay counts; a rule with broken CEL and a playbook
+// the admission webhook refuses must fail it at the Lint step.
 func TestCIWorkflowOfTheDocs(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -119,6 +119,18 @@ func TestCIWorkflowOfTheDocs(t *testing.T) {
 		failed, out := runWorkflow(t, wf, repo, bin, filepath.Join(t.TempDir(), "summary.md"))
 		if failed != "Lint" || !strings.Contains(out, `rule "canary-secret-read": spec.condition 3:16: undefined field 'nme'`) {
 			t.Errorf("want the Lint step to fail naming the rule and the CEL line:column; step %q failed:\n%s", failed, out)
+		}
+	})
+
+	t.Run("a playbook the webhook refuses fails the Lint step", func(t *testing.T) {
+		repo := teamRepo(t, root)
+		bad := "apiVersion: riposte.dev/v1alpha1\nkind: ClusterResponsePlaybook\nmetadata: {name: page-oncall}\nspec:\n  steps:\n  - action: notify\n    notify: {url: \"ftp://pager.example.com/\"}\n"
+		if err := os.WriteFile(filepath.Join(repo, "playbooks", "page-oncall.yaml"), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		failed, out := runWorkflow(t, wf, repo, bin, filepath.Join(t.TempDir(), "summary.md"))
+		if failed != "Lint" || !strings.Contains(out, `ClusterResponsePlaybook "page-oncall": steps[0] (notify): notify.url "ftp://pager.example.com/" is not an http(s) URL`) {
+			t.Errorf("want the Lint step to fail naming the playbook and its step; step %q failed:\n%s", failed, out)
 		}
 	})
 }
