@@ -29,7 +29,7 @@ run: build ## the story: rules over a recorded intrusion, then the host agent (e
 .PHONY: test
 test: testenv build check ## every test: unit, property, fuzz seeds, real kernel, real control plane, a real node; rule library; vet and staticcheck
 	@bash hack/kernel-prereqs.sh
-	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -timeout 30m ./...
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" RIPOSTE_FLUX_BIN="$$(bash test/tools/flux/build.sh $(CACHE))" $(GO) test -count=1 -timeout 30m ./...
 	@echo "== the real node: kubelet, containerd, real pods, the riposte agent on them"
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 20m ./test/node/ ./test/e2e/
 	$(BIN)/riposte test --junit $(CACHE)/rules-junit.xml rules
@@ -75,8 +75,9 @@ generate: $(CONTROLLER_GEN) generate-bpf ## regenerate deepcopy, CRDs and bpf2go
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 
 .PHONY: testenv
-testenv: ## build the test control plane (etcd, kube-apiserver, …) once into .cache/testenv/<key>/bin
+testenv: ## build the test control plane (etcd, kube-apiserver, …) and Flux's controllers once into .cache/{testenv,flux}/<key>/bin
 	@bash test/tools/build.sh $(CACHE)
+	@bash test/tools/flux/build.sh $(CACHE)
 
 # ---- agent (bpf/, internal/agent): Debian packages clang llvm libbpf-dev bpftool
 BPF_DIR := bpf
@@ -111,4 +112,11 @@ bench-agent: ## agent benchmarks: overhead on/off, kernel drop fraction, decode,
 e2e-node: testenv ## end-to-end tests on a real node (kubelet, containerd, real pods): test/node and test/e2e (root)
 	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 20m ./test/node/ ./test/e2e/
+	@bash hack/check-leftovers.sh
+
+# ---- GitOps (test/gitops): Flux's source-controller and kustomize-controller from test/tools/flux, git
+.PHONY: e2e-gitops
+e2e-gitops: testenv ## the GitOps loop with Flux's own controllers on the real control plane, and the CI workflow of docs/gitops.md (root, eBPF)
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" RIPOSTE_FLUX_BIN="$$(bash test/tools/flux/build.sh $(CACHE))" $(GO) test -count=1 -v -timeout 20m ./test/gitops/
+	@left="$$(pgrep -a -f '(^|/)(source-controller|kustomize-controller) ' || true)"; if [[ -n "$$left" ]]; then echo "e2e-gitops: Flux controllers left behind:"; echo "$$left"; exit 1; fi
 	@bash hack/check-leftovers.sh

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/riposte-dev/riposte/engine/ruleset"
+	"github.com/riposte-dev/riposte/internal/rulecheck"
 )
 
 func init() {
@@ -16,7 +17,7 @@ func init() {
 func lintCmd(args []string) int {
 	fs := pflag.NewFlagSet("riposte lint", pflag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: riposte lint [--strict] PATH...\n\nCompiles every rule and prints its estimated cost. Errors: a rule that does\nnot compile, duplicate names. Warnings: a rule without a positive or a\nnegative test, a playbook reference not found among the loaded files.")
+		fmt.Fprintln(os.Stderr, "usage: riposte lint [--strict] PATH...\n\nCompiles every rule and prints its estimated cost. Errors: a rule that does\nnot compile, duplicate names, a playbook the admission webhook refuses. Warnings: a rule without a positive or a\nnegative test, a playbook reference not found among the loaded files.")
 		fs.PrintDefaults()
 	}
 	strict := fs.Bool("strict", false, "treat warnings as errors")
@@ -32,6 +33,13 @@ func lintCmd(args []string) int {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)
 	}
 	findings := ruleset.Lint(set)
+	// A playbook the admission webhook would refuse fails here, so CI is red
+	// before the sync is.
+	for _, p := range set.Playbooks {
+		if err := rulecheck.ValidatePlaybook(&p.Spec); err != nil {
+			findings = append(findings, ruleset.Finding{Error: true, Detail: fmt.Sprintf("%s:%d: %s %q: %v", p.File, p.Line, p.Kind, p.Name, err)})
+		}
+	}
 	errors, warnings := 0, 0
 	for _, r := range set.Rules {
 		if r.Compiled != nil {

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	lua "github.com/yuin/gopher-lua"
 	"sigs.k8s.io/yaml"
 )
 
@@ -50,63 +49,14 @@ func TestHealthChecks(t *testing.T) {
 				if err := yaml.Unmarshal(in, &obj); err != nil {
 					t.Fatal(err)
 				}
-				status, msg := run(t, string(script), obj)
-				if status != tc.HealthStatus.Status || msg != tc.HealthStatus.Message {
-					t.Errorf("got %s %q, want %s %q", status, msg, tc.HealthStatus.Status, tc.HealthStatus.Message)
+				h, err := Run(string(script), obj)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if h.Status != tc.HealthStatus.Status || h.Message != tc.HealthStatus.Message {
+					t.Errorf("got %s %q, want %s %q", h.Status, h.Message, tc.HealthStatus.Status, tc.HealthStatus.Message)
 				}
 			})
 		}
 	}
-}
-
-func run(t *testing.T, script string, obj map[string]any) (status, message string) {
-	t.Helper()
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	defer L.Close()
-	for _, lib := range []struct {
-		name string
-		fn   lua.LGFunction
-	}{{lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}, {lua.StringLibName, lua.OpenString}, {lua.MathLibName, lua.OpenMath}} {
-		L.Push(L.NewFunction(lib.fn))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
-	L.SetGlobal("obj", toLua(L, obj))
-	if err := L.DoString(script); err != nil {
-		t.Fatalf("run health.lua: %v", err)
-	}
-	hs, ok := L.Get(-1).(*lua.LTable)
-	if !ok {
-		t.Fatalf("health.lua returned %s, want a table", L.Get(-1).Type())
-	}
-	return hs.RawGetString("status").String(), hs.RawGetString("message").String()
-}
-
-// toLua converts decoded JSON into Lua values, lists as 1-based tables.
-func toLua(L *lua.LState, v any) lua.LValue {
-	switch x := v.(type) {
-	case nil:
-		return lua.LNil
-	case bool:
-		return lua.LBool(x)
-	case float64:
-		return lua.LNumber(x)
-	case int64:
-		return lua.LNumber(x)
-	case string:
-		return lua.LString(x)
-	case []any:
-		tb := L.NewTable()
-		for _, e := range x {
-			tb.Append(toLua(L, e))
-		}
-		return tb
-	case map[string]any:
-		tb := L.NewTable()
-		for k, e := range x {
-			tb.RawSetString(k, toLua(L, e))
-		}
-		return tb
-	}
-	return lua.LNil
 }
