@@ -99,6 +99,33 @@ func TestAgentLoadsReadyRulesAndWritesIncidents(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// A new version of the live rule, not yet checked by the controller:
+	// the last good version stays loaded. A rule made Ready after the
+	// change is the marker that the agent has seen it.
+	var live v1alpha1.ClusterDetectionRule
+	if err := c.Get(ctx, client.ObjectKey{Name: "agent-e2e"}, &live); err != nil {
+		t.Fatal(err)
+	}
+	live.Spec.Severity = "critical"
+	if err := c.Update(ctx, &live); err != nil {
+		t.Fatal(err)
+	}
+	marker := mk("agent-e2e-marker", filepath.Join(dir, "marker"), true)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		out, _ := cl.Kubectl(ctx, "-n", "riposte-system", "get", "lease", "riposte-agent-e2e-node", "-o", "jsonpath={.metadata.annotations}").CombinedOutput()
+		if bytes.Contains(out, []byte(marker)) {
+			if !bytes.Contains(out, []byte(uid+"=1")) {
+				t.Fatalf("the last good version of a rule was dropped while its new version waits for the controller: %s", out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the marker rule is not loaded: %s\nlogs:\n%s", out, logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, b := range []string{bin, other} {
 		cmd := exec.Command(b)
 		if err := cmd.Run(); err != nil {

@@ -71,9 +71,22 @@ func (r *ruleSetReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	loaded := map[types.UID]int64{}
 	versions := map[types.UID]int64{}
 	live := map[string]bool{}
-	add := func(kind, name, ns string, uid types.UID, gen int64, spec *v1alpha1.DetectionRuleSpec) {
+	// add makes a rule live at generation gen when the controller made that
+	// generation Ready; otherwise the generation this agent last loaded
+	// stays live, so a new version still being checked (or refused) never
+	// leaves a gap in detection.
+	add := func(kind, name, ns string, uid types.UID, gen int64, spec *v1alpha1.DetectionRuleSpec, isReady bool) {
 		key := controller.RegistryKey(kind, ns, name)
 		rule, have, ok := r.registry.Get(key)
+		if !isReady {
+			if !ok {
+				return
+			}
+			live[key] = true
+			set.Rules = append(set.Rules, &ruleset.Rule{Kind: kind, Name: name, Namespace: ns, Spec: *rule.Spec(), Compiled: rule})
+			loaded[uid], versions[uid] = have, have
+			return
+		}
 		if !ok || have != gen {
 			var err error
 			if rule, err = engine.Compile(name, ns, spec); err != nil {
@@ -94,8 +107,8 @@ func (r *ruleSetReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	}
 	for i := range crs.Items {
 		x := &crs.Items[i]
-		if nodeSource(x.Spec.Source) && !x.Spec.Suspend && ready(x.Generation, x.Status.ObservedGeneration, x.Status.Conditions) {
-			add("ClusterDetectionRule", x.Name, "", x.UID, x.Generation, &x.Spec)
+		if nodeSource(x.Spec.Source) && !x.Spec.Suspend {
+			add("ClusterDetectionRule", x.Name, "", x.UID, x.Generation, &x.Spec, ready(x.Generation, x.Status.ObservedGeneration, x.Status.Conditions))
 		}
 	}
 	var rs v1alpha1.DetectionRuleList
@@ -104,8 +117,8 @@ func (r *ruleSetReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	}
 	for i := range rs.Items {
 		x := &rs.Items[i]
-		if nodeSource(x.Spec.Source) && !x.Spec.Suspend && ready(x.Generation, x.Status.ObservedGeneration, x.Status.Conditions) {
-			add("DetectionRule", x.Name, x.Namespace, x.UID, x.Generation, &x.Spec)
+		if nodeSource(x.Spec.Source) && !x.Spec.Suspend {
+			add("DetectionRule", x.Name, x.Namespace, x.UID, x.Generation, &x.Spec, ready(x.Generation, x.Status.ObservedGeneration, x.Status.Conditions))
 		}
 	}
 	for _, key := range r.registry.Keys() {

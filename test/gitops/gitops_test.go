@@ -168,7 +168,7 @@ func TestRulePullRequestsGoLiveThroughFlux(t *testing.T) {
 	if r.Status.ObservedGeneration != 2 || r.Status.Nodes != "1/1" {
 		t.Errorf("after the fix the shell rule is at observed generation %d with nodes %q, want 2 and 1/1", r.Status.ObservedGeneration, r.Status.Nodes)
 	}
-	if got := rollout.Decode(getLease(ctx, t, c).Annotations[rollout.LoadedAnnotation])[r.UID]; got != 2 {
+	if got := rollout.Decode(getLease(ctx, t, c).Annotations[v1alpha1.LoadedRulesAnnotation])[r.UID]; got != 2 {
 		t.Errorf("the agent's Lease reports generation %d of the shell rule, want 2", got)
 	}
 
@@ -453,7 +453,7 @@ func observeRollout(ctx context.Context, t *testing.T, s *stack.Stack, rev strin
 				st.Live = now
 			}
 			if l := (coordinationv1.Lease{}); c.Get(ctx, client.ObjectKey{Namespace: stack.Namespace, Name: rollout.LeaseName(agentNode)}, &l) == nil &&
-				st.Loaded.IsZero() && rollout.Decode(l.Annotations[rollout.LoadedAnnotation])[shell.UID] >= gen {
+				st.Loaded.IsZero() && rollout.Decode(l.Annotations[v1alpha1.LoadedRulesAnnotation])[shell.UID] >= gen {
 				st.Loaded = now
 			}
 		}
