@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -348,5 +349,55 @@ func TestCaptureWritesBundleWithMatchingHashesAndRedactsEnv(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(path, "not-captured.txt")); err != nil || !strings.Contains(string(b), "logs/app.log") {
 		t.Fatalf("not-captured.txt: %q %v", b, err)
+	}
+}
+
+// TestNotifyOfANamespacedPlaybookGoesOnlyWhereTheAdminAllowed: a tenant's
+// ResponsePlaybook may post only to an allowed URL prefix (compared as URLs:
+// another host that starts with the allowed one is refused), a redirect is
+// never followed, and what the endpoint answers stays out of the Incident.
+func TestNotifyOfANamespacedPlaybookGoesOnlyWhereTheAdminAllowed(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	h := newHook(t)
+	var redirected atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { redirected.Add(1) }))
+	t.Cleanup(target.Close)
+	talker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hooks/redirect":
+			http.Redirect(w, r, target.URL+"/metadata", http.StatusTemporaryRedirect)
+		default:
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte("secret-token-from-the-endpoint"))
+		}
+	}))
+	t.Cleanup(talker.Close)
+	pb := &v1alpha1.ResponsePlaybook{ObjectMeta: metav1.ObjectMeta{Name: uniq("pb"), Namespace: ns}, Spec: steps(
+		v1alpha1.Step{Name: "allowed", Action: v1alpha1.ActionNotify, ContinueOnError: true, Notify: &v1alpha1.NotifyParams{URL: h.URL + "/hooks/shop"}},
+		v1alpha1.Step{Name: "other-path", Action: v1alpha1.ActionNotify, ContinueOnError: true, Notify: &v1alpha1.NotifyParams{URL: h.URL + "/admin"}},
+		v1alpha1.Step{Name: "other-host", Action: v1alpha1.ActionNotify, ContinueOnError: true, Notify: &v1alpha1.NotifyParams{URL: strings.Replace(h.URL, "127.0.0.1", "127.0.0.1.nip.io", 1) + "/hooks/x"}},
+		v1alpha1.Step{Name: "redirect", Action: v1alpha1.ActionNotify, ContinueOnError: true, Notify: &v1alpha1.NotifyParams{URL: talker.URL + "/hooks/redirect"}},
+		v1alpha1.Step{Name: "body", Action: v1alpha1.ActionNotify, ContinueOnError: true, Notify: &v1alpha1.NotifyParams{URL: talker.URL + "/hooks/body"}},
+	)}
+	if err := kc.Create(ctxT(t), pb); err != nil {
+		t.Fatal(err)
+	}
+	inc := incident(t, ns, subjectOf(p), v1alpha1.PlaybookRef{Kind: "ResponsePlaybook", Namespace: ns, Name: pb.Name})
+	allowed := []string{h.URL + "/hooks", talker.URL + "/hooks"}
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, NotifyAllowed: allowed})), inc)
+	wantPhase(t, inc, "allowed", v1alpha1.StepSucceeded, "HTTP 200")
+	wantPhase(t, inc, "other-path", v1alpha1.StepSkipped, "may only notify URLs the cluster admin allowed")
+	wantPhase(t, inc, "other-host", v1alpha1.StepSkipped, "may only notify URLs the cluster admin allowed")
+	wantPhase(t, inc, "redirect", v1alpha1.StepFailed, "HTTP 307")
+	body := wantPhase(t, inc, "body", v1alpha1.StepFailed, "HTTP 403 Forbidden")
+	if strings.Contains(body.Message, "secret-token") {
+		t.Errorf("the endpoint's answer went into the Incident: %s", body.Message)
+	}
+	if n := redirected.Load(); n != 0 {
+		t.Errorf("the redirect was followed %d times", n)
+	}
+	if got := len(h.received()); got != 1 {
+		t.Errorf("the allowed hook received %d payloads, want 1", got)
 	}
 }

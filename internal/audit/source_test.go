@@ -344,3 +344,87 @@ func BenchmarkEndpointOverload(b *testing.B) {
 	b.ReportMetric(float64(rejected.Load())/float64(b.N)*100, "%429")
 	b.ReportMetric(accepted/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestQueueIsBoundedInBytes: batches whose bodies would take the queued
+// bytes over MaxQueueBytes get 429 before they are decoded, whatever the
+// number of batches; a batch alone always fits; the bytes go down as the
+// workers drain the queue, and what was accepted is matched.
+func TestQueueIsBoundedInBytes(t *testing.T) {
+	sink := &countSink{}
+	body := listOf(50, 1)
+	src := New(staticRules{ssarRule(t)}, sink, logr.Discard(), Options{Tokens: []string{testToken},
+		QueueBatches: 100, MaxQueueBytes: int64(2*len(body) + 10), Workers: 1})
+	srv := httptest.NewTLSServer(src)
+	defer srv.Close()
+	var codes []int
+	for range 4 {
+		codes = append(codes, post(t, srv.Client(), srv.URL, testToken, body))
+	}
+	if want := []int{200, 200, 429, 429}; fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Fatalf("codes with the queue at its byte bound = %v, want %v", codes, want)
+	}
+	if got := src.queued.Load(); got != int64(2*len(body)) {
+		t.Errorf("queued bytes = %d, want %d", got, 2*len(body))
+	}
+	if got := value(src.m.rejectedBatches); got != 2 {
+		t.Errorf("rejected batches = %v, want 2", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = src.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for (sink.n.Load() < 100 || src.queued.Load() != 0) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got, q := sink.n.Load(), src.queued.Load(); got != 100 || q != 0 {
+		t.Errorf("matches = %d (want 100), queued bytes after draining = %d (want 0)", got, q)
+	}
+	// A batch bigger than the byte bound alone in the queue still goes in.
+	big := New(staticRules{ssarRule(t)}, sink, logr.Discard(), Options{Tokens: []string{testToken}, MaxQueueBytes: 10, Workers: 1})
+	bsrv := httptest.NewTLSServer(big)
+	defer bsrv.Close()
+	if code := post(t, bsrv.Client(), bsrv.URL, testToken, body); code != 200 {
+		t.Errorf("a batch alone over the byte bound: %d, want 200", code)
+	}
+}
+
+// resolver is a PeerResolver with a fixed answer per IP and uid.
+type resolver struct{ byIP, byUID map[string]engine.Peer }
+
+func (r resolver) PeerAt(ip string, _ time.Time) (engine.Peer, bool) {
+	p, ok := r.byIP[ip]
+	return p, ok
+}
+func (r resolver) PodPeer(uid string) (engine.Peer, bool) { p, ok := r.byUID[uid]; return p, ok }
+
+// TestAttributeTrustsOnlyWhatTheAPIServerAuthenticated: sourceIPs' first
+// entries come from X-Forwarded-For and never name a pod; the last entry
+// (the connection's address) and a bound token's pod claims do.
+func TestAttributeTrustsOnlyWhatTheAPIServerAuthenticated(t *testing.T) {
+	r := resolver{
+		byIP:  map[string]engine.Peer{"10.0.0.7": {Pod: "victim", Namespace: "shop"}, "10.0.0.9": {Pod: "caller", Namespace: "shop"}},
+		byUID: map[string]engine.Peer{"u-1": {Pod: "holder", Namespace: "shop", PodUID: "u-1", Workload: engine.Workload{Kind: "Deployment", Name: "api"}}},
+	}
+	for _, tc := range []struct {
+		name string
+		a    engine.Audit
+		want string
+	}{
+		{"forwarded-for names the victim first", engine.Audit{SourceIPs: []string{"10.0.0.7", "10.0.0.9"}}, "caller"},
+		{"only a forged address and an unknown connection", engine.Audit{SourceIPs: []string{"10.0.0.7", "192.0.2.1"}}, ""},
+		{"bound token claims win over addresses", engine.Audit{SourceIPs: []string{"10.0.0.7", "10.0.0.9"},
+			User: engine.UserInfo{Username: "system:serviceaccount:shop:api", Extra: map[string][]string{engine.ExtraPodName: {"holder"}, engine.ExtraPodUID: {"u-1"}}}}, "holder"},
+		{"claims of a user that is not a ServiceAccount are ignored", engine.Audit{SourceIPs: []string{"10.0.0.7"},
+			User: engine.UserInfo{Username: "mallory", Extra: map[string][]string{engine.ExtraPodName: {"victim"}, engine.ExtraPodUID: {"u-1"}}}}, "victim"},
+		{"claims naming another namespace's pod keep the claimed namespace", engine.Audit{
+			User: engine.UserInfo{Username: "system:serviceaccount:other:x", Extra: map[string][]string{engine.ExtraPodName: {"p"}, engine.ExtraPodUID: {"u-1"}}}}, "p"},
+	} {
+		a := tc.a
+		Attribute(&a, time.Now(), r)
+		if a.SourcePod.Pod != tc.want {
+			t.Errorf("%s: sourcePod %+v, want pod %q", tc.name, a.SourcePod, tc.want)
+		}
+	}
+}

@@ -37,7 +37,7 @@ func Check(ctx context.Context, lookup PlaybookLookup, name, namespace string, s
 	if f != nil {
 		return nil, f
 	}
-	if f := Tests(ctx, rule); f != nil {
+	if f := Tests(ctx, rule, 0); f != nil {
 		return nil, f
 	}
 	if lookup != nil {
@@ -75,10 +75,14 @@ func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*engine.
 // within the API server's timeout.
 const TestBudget = 2 * time.Second
 
-// Tests runs a compiled rule's embedded tests within TestBudget (and ctx)
-// and reports every failing one; tests the budget did not let run fail.
-func Tests(ctx context.Context, rule *engine.Rule) *Failure {
-	ctx, cancel := context.WithTimeout(ctx, TestBudget)
+// Tests runs a compiled rule's embedded tests within budget (TestBudget when
+// zero) and ctx, and reports every failing one; tests the budget did not let
+// run fail.
+func Tests(ctx context.Context, rule *engine.Rule, budget time.Duration) *Failure {
+	if budget <= 0 {
+		budget = TestBudget
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	var failed []string
 	results := engine.RunTestsContext(ctx, rule)
@@ -94,7 +98,7 @@ func Tests(ctx context.Context, rule *engine.Rule) *Failure {
 	if ran < len(results) {
 		return &Failure{
 			Reason:    v1alpha1.TestFailedReason,
-			Message:   fmt.Sprintf("rule %q: its %d embedded tests take longer than %s (%d finished): make the condition cheaper or the tests fewer", rule.Name(), len(results), TestBudget, ran),
+			Message:   fmt.Sprintf("rule %q: its %d embedded tests take longer than %s (%d finished): make the condition cheaper or the tests fewer", rule.Name(), len(results), budget, ran),
 			Permanent: true,
 		}
 	}

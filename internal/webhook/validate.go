@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -21,6 +22,9 @@ const Path = "/validate-riposte-dev-v1alpha1"
 type Validator struct {
 	// Playbooks resolves playbook references; nil skips the check.
 	Playbooks rulecheck.PlaybookLookup
+	// TestBudget bounds a rule's embedded tests (rulecheck.TestBudget when
+	// zero): admission must answer within the API server's timeout.
+	TestBudget time.Duration
 }
 
 // Handler returns the validator as an http.Handler speaking AdmissionReview.
@@ -76,7 +80,7 @@ func (v *Validator) Handle(ctx context.Context, req admission.Request) admission
 	// the same sync. The reconciler keeps such a rule not Ready meanwhile.
 	rule, f := rulecheck.Compile(name, ns, spec)
 	if f == nil {
-		f = rulecheck.Tests(ctx, rule)
+		f = rulecheck.Tests(ctx, rule, v.TestBudget)
 	}
 	if f != nil {
 		return admission.Denied(fmt.Sprintf("%s: %s", f.Reason, f.Message))

@@ -3,8 +3,10 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,5 +65,49 @@ func TestValidatorDeniesUnusablePlaybooks(t *testing.T) {
 	pb.Spec.Steps[0].Kill = &v1alpha1.KillParams{Target: "pod"}
 	if resp = v.Handle(context.Background(), request(t, pb, "ClusterResponsePlaybook")); !resp.Allowed {
 		t.Errorf("valid playbook refused: %q", resp.Result.Message)
+	}
+}
+
+// TestValidatorRefusesRulesWhoseTestsTakeTooLong: a namespaced rule whose
+// embedded tests (an expensive condition, many tests) would keep admission
+// busy is refused within the test budget with a message saying so, and the
+// webhook stops computing when its request's context ends.
+func TestValidatorRefusesRulesWhoseTestsTakeTooLong(t *testing.T) {
+	// Within the static cost limit each evaluation is bounded; many tests of
+	// a costly condition on big events still add up.
+	var args []string
+	for range 16 {
+		args = append(args, `"`+strings.Repeat("a", 4000)+`"`)
+	}
+	event := `{"kind":"exec","process":{"binary":"/bin/sh","args":[` + strings.Join(args, ",") + `]}}`
+	r := &v1alpha1.DetectionRule{ObjectMeta: metav1.ObjectMeta{Name: "slow", Namespace: "team"},
+		Spec: v1alpha1.DetectionRuleSpec{Source: "process", Severity: "low",
+			Condition: `event.kind == "exec" && process.args.exists(a, a.split("a").size() > 100000)`}}
+	for i := range 100 {
+		r.Spec.Tests = append(r.Spec.Tests, v1alpha1.RuleTest{Name: fmt.Sprintf("t%d", i), Expect: v1alpha1.ExpectNoMatch, Event: runtime.RawExtension{Raw: []byte(event)}})
+	}
+	// Unbounded, the tests pass: the rule is only slow.
+	begin := time.Now()
+	if resp := (&Validator{Playbooks: noPlaybooks{}, TestBudget: time.Minute}).Handle(context.Background(), request(t, r, "DetectionRule")); !resp.Allowed {
+		t.Fatalf("refused with a minute to run: %s", resp.Result.Message)
+	}
+	all := time.Since(begin)
+	budget := all / 4
+	v := &Validator{Playbooks: noPlaybooks{}, TestBudget: budget}
+	begin = time.Now()
+	resp := v.Handle(context.Background(), request(t, r, "DetectionRule"))
+	took := time.Since(begin)
+	if resp.Allowed || !strings.Contains(resp.Result.Message, "take longer than") {
+		t.Fatalf("allowed=%v message %q, want a refusal naming the time budget", resp.Allowed, resp.Result.Message)
+	}
+	if took >= all {
+		t.Errorf("refused after %s, as long as running every test (%s)", took, all)
+	}
+	t.Logf("all tests %s; with a budget of %s refused after %s: %s", all.Round(time.Millisecond), budget.Round(time.Millisecond), took.Round(time.Millisecond), resp.Result.Message)
+	// An admission request whose context ends stops the tests with it.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if resp := (&Validator{Playbooks: noPlaybooks{}, TestBudget: time.Minute}).Handle(ctx, request(t, r, "DetectionRule")); resp.Allowed {
+		t.Fatal("allowed although the request's context had ended")
 	}
 }
