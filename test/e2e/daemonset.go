@@ -81,7 +81,9 @@ func (v *daemonSetView) script(exec []string) (string, error) {
 			}
 			fmt.Fprintf(&b, "mount -t tmpfs tmpfs %s\nmkdir -p %s\n", shq(parent), shq(target))
 		}
-		fmt.Fprintf(&b, "mount --bind %s %s\n", shq(src), shq(target))
+		// Volumes are recursive binds, as the container runtime makes them
+		// (the cgroup mount holds the v2 hierarchy as a submount on a hybrid host).
+		fmt.Fprintf(&b, "mount --rbind %s %s\n", shq(src), shq(target))
 		if m.ReadOnly {
 			fmt.Fprintf(&b, "mount -o remount,bind,ro %s\n", shq(target))
 		}
