@@ -98,6 +98,10 @@ test-agent: ## agent tests against the real kernel (root, BTF; riposte agent als
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -run 'TestRunReports' ./cmd/riposte
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 ./internal/agentmgr
 
+.PHONY: bench-scale
+bench-scale: testenv ## agents at scale: 50 agents' API requests and kube-apiserver CPU, one agent's memory with 10,000 pods (minutes)
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -run '^$$' -bench 'AgentsAtScale|AgentMemory' -benchtime 1x -timeout 30m ./internal/agentmgr
+
 .PHONY: fuzz-bpf
 fuzz-bpf: ## fuzz the ring-buffer record decoder for 30s
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./bpf

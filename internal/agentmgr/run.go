@@ -91,11 +91,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if log.GetSink() == nil {
 		log = funcr.New(func(string, string) {}, funcr.Options{})
 	}
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
+		Scheme:                 scheme(),
 		Logger:                 log,
 		Metrics:                metricsserver.Options{BindAddress: orOff(o.MetricsAddr)},
 		HealthProbeBindAddress: orOff(o.HealthAddr),
@@ -182,6 +179,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	log.Info("starting agent", "node", o.Node, "kernel", !o.KubernetesOnly)
 	return mgr.Start(ctx)
+}
+
+// scheme holds every type the agent reads or writes.
+func scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
+	return s
 }
 
 // agentState is what the agent's parts share.
