@@ -46,6 +46,7 @@ func runController(args []string) int {
 	fs.StringVar(&tokenFile, "audit-token-file", "", "File with the bearer tokens (one a line) that may post audit events.")
 	fs.Int64Var(&opts.Audit.MaxBodyBytes, "audit-max-body-bytes", 8<<20, "Largest audit request body; bigger ones get 413.")
 	fs.IntVar(&opts.Audit.QueueBatches, "audit-queue-batches", 256, "Audit batches waiting for matching; when full, requests get 429.")
+	fs.Int64Var(&opts.Audit.MaxQueueBytes, "audit-queue-bytes", 64<<20, "Request body bytes of the audit batches waiting for matching; a batch that does not fit gets 429.")
 	fs.IntVar(&opts.Audit.Workers, "audit-workers", 0, "Audit matching goroutines (default GOMAXPROCS).")
 	fs.StringSliceVar(&objectKinds, "object-kinds", nil, "Kinds watched by the object source besides Pods, as group/version/Kind (apps/v1/Deployment).")
 	fs.BoolVar(&opts.DisableObjects, "disable-object-source", false, "Do not watch objects.")

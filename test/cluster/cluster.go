@@ -221,6 +221,10 @@ func start(ctx context.Context, binDir string, opts Options) (c *Cluster, err er
 			"--audit-webhook-batch-max-wait="+wait.String(),
 			// A webhook that is briefly down is retried soon, not after 10 s.
 			"--audit-webhook-initial-backoff=100ms",
+			// Batches never exceed what riposte's endpoint accepts (8 MiB):
+			// a 413 is not retried (docs/controller.md).
+			"--audit-webhook-truncate-enabled=true",
+			"--audit-webhook-truncate-max-batch-size=8388608",
 		)
 	}
 	args = append(args, opts.APIServerArgs...)
