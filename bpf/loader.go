@@ -40,6 +40,9 @@ type Options struct {
 	ReportSelf bool
 	// Always lists kinds submitted whatever the filter says.
 	Always []engine.Kind
+	// HostPID is a process in the host's mount namespace (default 1, init):
+	// any other mount namespace is a container's.
+	HostPID int
 }
 
 // Sensors are the loaded and attached programs, their maps and the ring
@@ -114,9 +117,13 @@ func Load(opts Options) (*Sensors, error) {
 		}
 		return nil, fmt.Errorf("load sensors: %w", err)
 	}
-	// The host's mount namespace is init's; where init's is hidden (a
-	// sandbox), the agent's own stands in for it.
-	ns, err := mntNS("/proc/1/ns/mnt")
+	// The host's mount namespace is init's (or HostPID's); where it is
+	// hidden (a sandbox), the agent's own stands in for it.
+	hostPID := opts.HostPID
+	if hostPID <= 0 {
+		hostPID = 1
+	}
+	ns, err := mntNS(fmt.Sprintf("/proc/%d/ns/mnt", hostPID))
 	if err != nil {
 		ns, err = mntNS("/proc/self/ns/mnt")
 	}

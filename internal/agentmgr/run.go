@@ -66,6 +66,9 @@ type Options struct {
 	KubernetesOnly bool
 	// Sensors tunes the eBPF sensors (tests report their own activity).
 	Sensors bpf.Options
+	// HostPID is a process in the host's mount namespace (default 1):
+	// sandboxes where init is not the node's set another.
+	HostPID int
 	// Incident tunes the incident writer.
 	Incident incident.Options
 	// LeaseRenew and LeaseMinInterval tune the rollout Lease (defaults in
@@ -212,15 +215,17 @@ type agentState struct {
 // startKernel attaches the sensors and wires the node responders.
 func (a *agentState) startKernel(mgr manager.Manager) error {
 	o := a.opts
+	sensors := o.Sensors
+	sensors.HostPID = o.HostPID
 	k, err := agent.New(agent.Config{
 		Node: o.Node, Log: slog.New(logr.ToSlogHandler(a.log.WithName("sensors"))), Registry: ctrlmetrics.Registry,
-		Enrich: a.store.Enrich, OnMatch: a.onMatch, OnEnforce: a.onEnforce, Sensors: o.Sensors,
+		Enrich: a.store.Enrich, OnMatch: a.onMatch, OnEnforce: a.onEnforce, Sensors: sensors,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot attach the eBPF sensors: %w", err)
 	}
 	a.kernel = k
-	a.local = &rnode.Local{PinDir: o.PinDir}
+	a.local = &rnode.Local{PinDir: o.PinDir, HostPID: o.HostPID}
 	deps := responders.Deps{Client: a.client, Node: a.local}
 	if o.EvidenceDir != "" {
 		deps.Store = &evidence.Dir{Root: o.EvidenceDir, Node: o.Node}

@@ -121,7 +121,9 @@ func (l *Local) Evidence(ctx context.Context, t responders.ProcessTarget, includ
 			notes = append(notes, fmt.Sprintf("changed files of container %s: %v", id, err))
 			continue
 		}
-		list, copied := changedFiles(upper, id, &budget)
+		// The path is the host's; the agent (in its own mount namespace as a
+		// DaemonSet pod) reaches the host's file system through init's root.
+		list, copied := changedFiles(l.hostPath(upper), id, &budget)
 		changed = append(changed, list...)
 		files = append(files, copied...)
 	}

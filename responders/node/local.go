@@ -28,8 +28,12 @@ type Local struct {
 	// Proc is the proc file system (default /proc, the host's: the agent
 	// runs with the host's pid namespace).
 	Proc host.Proc
-	// HostMountinfo is the host's mount table, where the container runtime's
-	// root file system mounts are (default /proc/1/mountinfo).
+	// HostPID is a process in the host's mount namespace (default 1, init):
+	// its mount table holds the container runtime's mounts of containers'
+	// root file systems, and its root (/proc/<pid>/root) is how the agent,
+	// in a mount namespace of its own, reaches the paths in it.
+	HostPID int
+	// HostMountinfo overrides /proc/<HostPID>/mountinfo (tests).
 	HostMountinfo string
 	// PinDir is a bpffs folder where isolation links are pinned so they
 	// survive an agent restart; empty keeps them in this process only.
@@ -51,11 +55,23 @@ func (l *Local) cgroups() host.Cgroups {
 	return l.Cgroups
 }
 
+func (l *Local) hostPID() int {
+	if l.HostPID > 0 {
+		return l.HostPID
+	}
+	return 1
+}
+
 func (l *Local) mountinfo() string {
 	if l.HostMountinfo != "" {
 		return l.HostMountinfo
 	}
-	return filepath.Join(l.Proc.Dir(1), "mountinfo")
+	return filepath.Join(l.Proc.Dir(l.hostPID()), "mountinfo")
+}
+
+// hostPath is where the agent reaches a path of the host's file system.
+func (l *Local) hostPath(p string) string {
+	return filepath.Join(l.Proc.Dir(l.hostPID()), "root", p)
 }
 
 var directions = []struct {

@@ -262,6 +262,10 @@ func startAgent(ctx context.Context, t *testing.T, n *node.Node, root string) *a
 	// ports (here they would clash with other processes of the host).
 	args := append([]string{bin}, ds.args(map[string]string{"NODE_NAME": node.Name, "RUNTIME_NAMESPACE": stack.Namespace})...)
 	args = append(args, "--metrics-addr=127.0.0.1:0", "--health-addr=127.0.0.1:0")
+	// This sandbox's pid 1 is not the node's init (and cannot be read): the
+	// test process stands in for it, in the host's mount namespace where
+	// containerd mounts containers' root file systems.
+	args = append(args, fmt.Sprintf("--host-pid=%d", os.Getpid()))
 	script, err := ds.script(args)
 	if err != nil {
 		t.Fatal(err)
