@@ -393,7 +393,7 @@ func (a *nodeAgent) Sync(ctx context.Context) (syncResult, error) {
 			_, cid, _ := strings.Cut(s.ContainerID, "://")
 			facts := responders.NodeFacts{Node: a.node, PodFound: found, PodNamespace: ns, ContainerInPod: s.ContainerID != "" && a.inPod[cid] == s.PodUID}
 			r := responders.RunDelegated(ctx, a.actions, req, facts)
-			if err := node.Report(ctx, kc, inc, key, r); err != nil {
+			if err := node.Report(ctx, kc, kc, inc, key, r); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -39,6 +39,14 @@ func (r *incidentReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if err := r.client.Get(ctx, req.NamespacedName, &inc); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	if !hasDelegated(&inc) {
+		return reconcile.Result{}, nil
+	}
+	// The cache may not show this agent's last report yet: read around it,
+	// so no step is done twice.
+	if err := r.reader.Get(ctx, req.NamespacedName, &inc); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
 	done := responders.NodeResults(&inc)
 	var errs []error
 	for _, st := range inc.Status.Steps {
@@ -56,11 +64,23 @@ func (r *incidentReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		}
 		res := responders.RunDelegated(ctx, r.actions, step, r.facts(&inc.Spec.Subject))
 		r.log.Info("delegated step", "incident", req.NamespacedName.String(), "step", key, "result", res.Message, "error", res.Error)
-		if err := rnode.Report(ctx, r.client, &inc, key, res); err != nil {
+		if err := rnode.Report(ctx, r.reader, r.client, &inc, key, res); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return reconcile.Result{}, errors.Join(errs...)
+}
+
+// hasDelegated reports whether inc has a step waiting for this node's agent
+// that it has not reported on.
+func hasDelegated(inc *v1alpha1.Incident) bool {
+	done := responders.NodeResults(inc)
+	for _, st := range inc.Status.Steps {
+		if _, ok := done[responders.StepKey(st.Playbook, st.Name)]; !ok && st.Phase == v1alpha1.StepRunning && st.Undo[responders.UndoNode] == "delegated" {
+			return true
+		}
+	}
+	return false
 }
 
 // request rebuilds the Request the controller ran for a delegated step,

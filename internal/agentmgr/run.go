@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -111,7 +112,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("create agent manager: %w", err)
 	}
-	a := &agentState{opts: o, log: log, client: mgr.GetClient()}
+	a := &agentState{opts: o, log: log, client: mgr.GetClient(), reader: mgr.GetAPIReader()}
 	a.protected = slices.Concat(DefaultProtectedNamespaces, []string{o.Namespace})
 	if o.ProtectedNamespaces != nil {
 		a.protected = append(slices.Clone(o.ProtectedNamespaces), o.Namespace)
@@ -194,9 +195,12 @@ func scheme() *runtime.Scheme {
 
 // agentState is what the agent's parts share.
 type agentState struct {
-	opts      Options
-	log       logr.Logger
-	client    client.Client
+	opts   Options
+	log    logr.Logger
+	client client.Client
+	// reader reads around the cache: delegated steps are done once, so the
+	// agent checks the freshest Incident before doing and reporting one.
+	reader    client.Reader
 	store     *enrich.Store
 	writer    *incident.Writer
 	reporter  *rollout.Reporter
@@ -225,6 +229,12 @@ func (a *agentState) startKernel(mgr manager.Manager) error {
 		return fmt.Errorf("cannot attach the eBPF sensors: %w", err)
 	}
 	a.kernel = k
+	if o.PinDir != "" {
+		// The bpffs mount is the host's; riposte's folder in it may not exist yet.
+		if err := os.MkdirAll(o.PinDir, 0o700); err != nil {
+			return fmt.Errorf("create the pin folder %s (bpffs mounted there?): %w", o.PinDir, err)
+		}
+	}
 	a.local = &rnode.Local{PinDir: o.PinDir, HostPID: o.HostPID}
 	deps := responders.Deps{Client: a.client, Node: a.local}
 	if o.EvidenceDir != "" {

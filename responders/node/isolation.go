@@ -160,11 +160,12 @@ func (iso *Isolation) annotate(ctx context.Context, inc *v1alpha1.Incident, what
 
 // Report adds one delegated step's result to the Incident's node-results
 // annotation; the optimistic lock keeps concurrent reports (and other
-// annotations) intact.
-func Report(ctx context.Context, c client.Client, inc *v1alpha1.Incident, key string, r responders.NodeResult) error {
+// annotations) intact. reader must read around any cache: a stale copy
+// would lose the lock every time.
+func Report(ctx context.Context, reader client.Reader, c client.Client, inc *v1alpha1.Incident, key string, r responders.NodeResult) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var fresh v1alpha1.Incident
-		if err := c.Get(ctx, client.ObjectKeyFromObject(inc), &fresh); err != nil {
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(inc), &fresh); err != nil {
 			return err
 		}
 		results := responders.NodeResults(&fresh)

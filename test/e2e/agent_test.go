@@ -305,10 +305,21 @@ func startAgent(ctx context.Context, t *testing.T, n *node.Node, root string) *a
 // tail is the end of the agent's log (and whether it exited), for failures.
 func (a *agentProcess) tail() string {
 	data, _ := os.ReadFile(a.log)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
+	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	// Errors and warnings first (the end of the log is the shutdown).
+	var lines []string
+	for _, l := range all {
+		if strings.Contains(l, `"level":"ERROR"`) || strings.Contains(l, `"level":"WARN"`) {
+			lines = append(lines, l)
+		}
 	}
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	if len(all) > 15 {
+		all = all[len(all)-15:]
+	}
+	lines = append(lines, "…", strings.Join(all, "\n"))
 	state := "running"
 	select {
 	case <-a.done:
