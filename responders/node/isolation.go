@@ -72,6 +72,10 @@ type Isolation struct {
 	// Client annotates Incidents with what the kernel layer did.
 	Client client.Client
 	Node   string
+
+	// reported remembers the attaches this Isolation wrote on Incidents
+	// (incident uid/pod uid): a cached Incident may not show them yet.
+	reported map[string]bool
 }
 
 // Result says what one Converge changed, by pod UID.
@@ -105,7 +109,7 @@ func (iso *Isolation) Converge(ctx context.Context, want map[string]Want, revert
 			// An Incident whose isolate step came after the attach (another
 			// rule matched the same pod) records it too.
 			for _, inc := range w.Incidents {
-				if strings.HasPrefix(inc.Annotations[v1alpha1.KernelIsolationAnnotation], "node "+iso.Node+" attached: ") {
+				if iso.reported[string(inc.UID)+"/"+uid] || strings.HasPrefix(inc.Annotations[v1alpha1.KernelIsolationAnnotation], "node "+iso.Node+" attached: ") {
 					continue
 				}
 				desc, err := l.IsolatePod(ctx, uid, w.Peers) // a no-op that describes the attach
@@ -150,12 +154,28 @@ func (iso *Isolation) Converge(ctx context.Context, want map[string]Want, revert
 }
 
 func (iso *Isolation) annotate(ctx context.Context, inc *v1alpha1.Incident, what string) error {
+	if iso.reported == nil {
+		iso.reported = map[string]bool{}
+	}
+	if uid := isolatedPod(inc, iso.Node); uid != "" {
+		iso.reported[string(inc.UID)+"/"+uid] = strings.HasPrefix(what, "attached: ")
+	}
 	value := fmt.Sprintf("node %s %s at %s", iso.Node, what, time.Now().UTC().Format(time.RFC3339))
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{v1alpha1.KernelIsolationAnnotation: value}}})
 	if err := iso.Client.Patch(ctx, inc.DeepCopy(), client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("annotate incident %s/%s: %w", inc.Namespace, inc.Name, err)
 	}
 	return nil
+}
+
+// isolatedPod is the pod uid inc's delegated isolate step names for node.
+func isolatedPod(inc *v1alpha1.Incident, node string) string {
+	for _, st := range inc.Status.Steps {
+		if st.Action == v1alpha1.ActionIsolate && st.Undo["nodeName"] == node {
+			return st.Undo["podUID"]
+		}
+	}
+	return ""
 }
 
 // Report adds one delegated step's result to the Incident's node-results

@@ -107,7 +107,8 @@ func (l *Local) IsolatePod(ctx context.Context, uid string, allow []responders.P
 		return "", err
 	}
 	if l.Isolated(uid) {
-		return fmt.Sprintf("cgroup_skb ingress+egress already attached to %s", dir), nil
+		// The same words as the attach: reporting it twice must not change it.
+		return fmt.Sprintf("cgroup_skb ingress+egress attached to %s, allowing %s", dir, responders.DescribePeers(allow)), nil
 	}
 	prog, err := bpf.IsolationProgram(allow)
 	if err != nil {
