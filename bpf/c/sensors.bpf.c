@@ -27,7 +27,9 @@ struct {
 
 // exec_keys fills the binary and base-name keys from a path of blen bytes.
 // A path or name that may have been truncated gets no key (ok = false): no
-// rule value can equal it, and rule values that long are never stored.
+// rule value can equal it, and rule values that long are never stored. The
+// base name of a truncated path is unknown, not long: exec_mask does not
+// judge it.
 static __always_inline void exec_keys(struct keys *k, const char *bin, u32 blen, bool *bin_ok, bool *name_ok)
 {
 	__builtin_memset(&k->bin, 0, sizeof(k->bin));
@@ -47,7 +49,10 @@ static __always_inline u64 exec_mask(struct filter_cfg *cfg, u32 gen, u32 mntns,
 	if (!m || !complete)
 		return m; // a partial path cannot be judged by binary or name
 	m &= (bin_ok ? lookup_bin(gen, &k->bin) : 0) | cfg->bin_any;
-	m &= (name_ok ? lookup_name(gen, &k->name) : 0) | cfg->base_any;
+	// A path that may have been truncated has an unknown base name: only a
+	// whole path is judged by it.
+	if (bin_ok)
+		m &= (name_ok ? lookup_name(gen, &k->name) : 0) | cfg->base_any;
 	return m;
 }
 
