@@ -259,6 +259,19 @@ func TestConnectAndListenEventsCarryAddresses(t *testing.T) {
 	if n := ev.Net; n.Family != "ipv6" || n.Peer.IP != "::1" || n.Peer.Port != 47613 {
 		t.Errorf("connect6: %+v; want [::1]:47613", n)
 	}
+	// IPv4 listen and accept read both addresses from the socket: a child
+	// listens on 127.0.0.1, connects from 127.0.0.1 and accepts.
+	cmd = run(t, "/usr/bin/perl", "-MIO::Socket::IP", "-e",
+		`my $s = IO::Socket::IP->new(LocalHost => "127.0.0.1", LocalPort => 47614, Listen => 1, ReuseAddr => 1) or die $!; my $c = IO::Socket::IP->new(PeerHost => "127.0.0.1", PeerPort => 47614) or die $!; $s->accept or die $!; print $c->sockport;`)
+	pid = int64(cmd.Process.Pid)
+	ev = c.wait(t, "listen4", func(e *engine.Event) bool { return e.Kind == engine.KindListen && e.Process.PID == pid })
+	if n := ev.Net; n.Family != "ipv4" || n.Local.IP != "127.0.0.1" || n.Local.Port != 47614 || n.Peer.IP != "" {
+		t.Errorf("listen4: %+v; want 127.0.0.1:47614 with no peer", n)
+	}
+	ev = c.wait(t, "accept4", func(e *engine.Event) bool { return e.Kind == engine.KindAccept && e.Process.PID == pid })
+	if n := ev.Net; n.Family != "ipv4" || n.Local.IP != "127.0.0.1" || n.Local.Port != 47614 || n.Peer.IP != "127.0.0.1" || n.Peer.Port == 0 {
+		t.Errorf("accept4: %+v; want 127.0.0.1:47614 from 127.0.0.1", n)
+	}
 }
 
 func TestPrivilegeSignalsAreReported(t *testing.T) {

@@ -281,9 +281,13 @@ static __always_inline void net_from_sock(struct net_rec *r, struct sock *sk)
 	r->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	r->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (fam == AF_INET) {
+		// BPF_CORE_READ_INTO copies sizeof(*dst): through a u8 pointer it
+		// would keep one byte of the address.
+		u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 		r->family = 4;
-		BPF_CORE_READ_INTO(&r->laddr[0], sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(&r->raddr[0], sk, __sk_common.skc_daddr);
+		__builtin_memcpy(r->laddr, &l, 4);
+		__builtin_memcpy(r->raddr, &d, 4);
 	} else if (fam == AF_INET6) {
 		r->family = 6;
 		BPF_CORE_READ_INTO(&r->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
