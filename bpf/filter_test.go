@@ -142,8 +142,10 @@ func modelDrops(t *testing.T, rc *enginetest.RuleCase, ec *enginetest.EventCase,
 // set of its own), so that a large set fills every slot and overflows.
 func distinct(r *rand.Rand, p *enginetest.Pools, c *enginetest.Cond, i int) *enginetest.Cond {
 	bins := []string{}
-	for range 1 + r.IntN(2) {
-		bins = append(bins, fmt.Sprintf("%q", p.Binaries[r.IntN(len(p.Binaries))]))
+	for len(bins) < 2 {
+		if b := p.Binaries[r.IntN(len(p.Binaries))]; len(b) <= maxBinary { // longer ones leave the binary unconstrained
+			bins = append(bins, fmt.Sprintf("%q", b))
+		}
 	}
 	atom := fmt.Sprintf("(process.binary in [%s] || process.binary == \"/opt/r%d\")", strings.Join(bins, ", "), i)
 	return &enginetest.Cond{Op: "&&", Args: []*enginetest.Cond{c, {Op: "atom", Atom: atom}}}
