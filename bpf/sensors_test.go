@@ -336,15 +336,31 @@ func TestDeepPathIsPassedNotJudgedByItsTail(t *testing.T) {
 func TestContainerCgroupCountsAsContainer(t *testing.T) {
 	s, c := loadForTest(t, Options{})
 	trueBin := realPath(t, "/bin/true")
-	f := NewFilter([]RuleConstraints{{Name: "c", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindExec}, Binaries: []string{trueBin}, ContainerOnly: true}}})
+	// The marker binary passes on the host: once its exec is read, every
+	// earlier event that passed has been read (the ring buffer is ordered).
+	marker := filepath.Join(realPath(t, t.TempDir()), "marker")
+	data, err := os.ReadFile(trueBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := NewFilter([]RuleConstraints{
+		{Name: "c", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindExec}, Binaries: []string{trueBin}, ContainerOnly: true}},
+		{Name: "marker", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindExec}, Binaries: []string{marker}}},
+	})
 	if err := s.SetFilter(f); err != nil {
 		t.Fatal(err)
 	}
-	runTrue := func() int64 {
-		cmd := exec.Command(trueBin)
-		cmd.Run()
+	runBin := func(bin string) int64 {
+		cmd := exec.Command(bin)
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
 		return int64(cmd.Process.Pid)
 	}
+	runTrue := func() int64 { return runBin(trueBin) }
 	pid := runTrue()
 	// Our own cgroup (the child inherits it) becomes a "container".
 	cg := cgroupID(t)
@@ -360,7 +376,8 @@ func TestContainerCgroupCountsAsContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid3 := runTrue()
-	time.Sleep(200 * time.Millisecond)
+	mpid := runBin(marker)
+	c.wait(t, "exec of the marker", func(e *engine.Event) bool { return e.Kind == engine.KindExec && e.Process.PID == mpid })
 	for _, p := range []int64{pid, pid3} {
 		if n := c.count(func(e *engine.Event) bool { return e.Kind == engine.KindExec && e.Process.PID == p }); n != 0 {
 			t.Errorf("host exec %d passed a container-only rule", p)
