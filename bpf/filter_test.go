@@ -166,12 +166,6 @@ func distinct(r *rand.Rand, p *enginetest.Pools, c *enginetest.Cond, i int) *eng
 //	condition: (!(net.peer.port in [22, 443]) || net.peer.port == 6443)
 //	event: {"kind":"listen","time":"0001-01-01T00:00:00Z"}
 //	kernel: kind in [accept,connect,listen] && peer port in [6443]
-//
-// Its first run against the unmutated filter found a real gap: an exec
-// binary of exactly 255 bytes (which the kernel cannot tell from a truncated
-// longer path) was judged by its base name, so `process.name == "sh"`
-// missed /ddd…ddd/sh; the kernel and the model now leave such a base name
-// unjudged.
 func TestFilterIsSound(t *testing.T) {
 	seed := enginetest.Seed(t)
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))

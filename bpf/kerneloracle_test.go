@@ -59,10 +59,6 @@ import (
 //	kernel filter: 5 slot(s) of 64
 //	  …
 //	  slot 4 [r7]: kind in [unshare]
-//
-// Its first runs found two kernel bugs, fixed since: IPv4 socket addresses
-// kept one byte (seen through the test's own event matching) and a 255-byte
-// exec path was judged by a base name it may not have.
 func TestKernelFilterAgreesWithOracle(t *testing.T) {
 	seed := enginetest.Seed(t)
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
