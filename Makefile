@@ -67,6 +67,10 @@ check: setup $(STATICCHECK) check-generated-bpf ## gofmt, go vet, staticcheck, c
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags e2enode ./test/node/ ./test/e2e/
 
+.PHONY: faults
+faults: ## the fault tests with their figures (docs/reliability.md), without the race detector (root)
+	$(GO) test -count=1 -v -timeout 20m -run 'TestRingBufferStorm' ./internal/agent
+
 .PHONY: bench
 bench: ## the benchmarks behind docs/benchmarks.md
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/... ./internal/audit ./internal/incident
