@@ -17,7 +17,7 @@ build: ## build bin/riposte
 # ---- the two commands of the README
 
 .PHONY: run
-run: build ## the story: rules over a recorded intrusion, then the host agent (eBPF), then the cluster demo
+run: setup-run build ## the story: rules over a recorded intrusion, then the host agent (eBPF), then the cluster demo
 	@echo "== 1. riposte replay: the shipped rules over a recorded intrusion (riposte events + kube-apiserver audit lines)"
 	$(BIN)/riposte replay --rules rules test/fixtures/attack.jsonl
 	@echo
@@ -26,10 +26,26 @@ run: build ## the story: rules over a recorded intrusion, then the host agent (e
 	@echo "== 3. the cluster: riposte controller on a real kube-apiserver (built once from pinned modules: ~10 min the first time)"
 	@RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) run ./hack/cluster-demo
 
+# Packages whose code or tests run goroutines: make test runs them under the
+# race detector, once (their concurrency tests assert nothing without it).
+# cmd/riposte is left out: its TestMain builds the binary, and its
+# concurrency lives in these packages.
+RACE_PKGS := ./engine/... ./internal/agent/... ./internal/audit ./internal/incident ./internal/kube ./internal/objects \
+	./internal/webhook ./internal/controllermgr ./internal/agentmgr ./bpf ./responders/... ./test/proc
+
+.PHONY: setup setup-run
+setup: ## install the Debian packages make test needs (as root), or name the missing ones
+	@bash hack/setup.sh test
+setup-run:
+	@bash hack/setup.sh run
+
 .PHONY: test
-test: testenv build check ## every test: unit, property, fuzz seeds, real kernel, real control plane, a real node; rule library; vet and staticcheck
+test: setup testenv build check ## every test: unit, property, fuzz seeds, real kernel, real control plane, a real node; rule library; vet and staticcheck
 	@bash hack/kernel-prereqs.sh
-	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" RIPOSTE_FLUX_BIN="$$(bash test/tools/flux/build.sh $(CACHE))" $(GO) test -count=1 -timeout 30m ./...
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" RIPOSTE_FLUX_BIN="$$(bash test/tools/flux/build.sh $(CACHE))" $(GO) test -count=1 -timeout 30m \
+		$$(comm -23 <($(GO) list ./... | sort) <($(GO) list $(RACE_PKGS) | sort))
+	@echo "== under the race detector: $(RACE_PKGS)"
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -race -count=1 -timeout 30m $(RACE_PKGS)
 	@echo "== the real node: kubelet, containerd, real pods, the riposte agent on them"
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 20m ./test/node/ ./test/e2e/
 	$(BIN)/riposte test --junit $(CACHE)/rules-junit.xml rules
@@ -44,12 +60,16 @@ $(STATICCHECK):
 	mv $(BIN)/staticcheck $@
 
 .PHONY: check
-check: $(STATICCHECK) check-generated-bpf ## gofmt, go vet, staticcheck, committed eBPF objects match their C sources
+check: setup $(STATICCHECK) check-generated-bpf ## gofmt, go vet, staticcheck, committed eBPF objects match their C sources
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags e2enode ./test/node/ ./test/e2e/
+
+.PHONY: faults
+faults: ## the fault tests with their figures (docs/reliability.md), without the race detector (root)
+	$(GO) test -count=1 -v -timeout 20m -run 'TestRingBufferStorm' ./internal/agent
 
 .PHONY: bench
 bench: ## the benchmarks behind docs/benchmarks.md

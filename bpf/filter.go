@@ -259,16 +259,21 @@ func (f *Filter) Mask(v View) uint64 {
 			return m
 		}
 		bin := v.Binary
-		var binM, nameM uint64
+		var binM uint64
 		if len(bin) < pathMax-1 {
 			binM = f.bins[bin]
+		}
+		m &= binM | f.binAny
+		// A path of 255 bytes may be a truncated longer one: its base name
+		// is unknown and not judged.
+		if len(bin) < pathMax-1 {
+			var nameM uint64
 			name := bin[strings.LastIndexByte(bin, '/')+1:]
 			if len(name) < 63 {
 				nameM = f.names[name]
 			}
+			m &= nameM | f.baseAny
 		}
-		m &= binM | f.binAny
-		m &= nameM | f.baseAny
 	case engine.KindOpen:
 		if v.PathIncomplete {
 			return m

@@ -487,6 +487,26 @@ func (s *Sensors) Counters() (Counts, error) {
 	return out, nil
 }
 
+// LostByCPU returns, for each possible CPU, how many events its programs
+// could not submit because the ring buffer was full (every kind summed).
+// A storm shows on the CPUs that produced it.
+func (s *Sensors) LostByCPU() ([]uint64, error) {
+	var out []uint64
+	for n := kExec; n < kMax; n++ {
+		var per []uint64
+		if err := s.objs.Counters.Lookup(uint32(n)*4+3, &per); err != nil {
+			return nil, fmt.Errorf("read counter %s/%s: %w", kindNames[n], OutcomeLost, err)
+		}
+		if out == nil {
+			out = make([]uint64, len(per))
+		}
+		for cpu, v := range per {
+			out[cpu] += v
+		}
+	}
+	return out, nil
+}
+
 // Proc is what the kernel remembers of a process: its last exec (time,
 // binary) and parent, copied to children at fork.
 type Proc struct {

@@ -259,6 +259,19 @@ func TestConnectAndListenEventsCarryAddresses(t *testing.T) {
 	if n := ev.Net; n.Family != "ipv6" || n.Peer.IP != "::1" || n.Peer.Port != 47613 {
 		t.Errorf("connect6: %+v; want [::1]:47613", n)
 	}
+	// IPv4 listen and accept read both addresses from the socket: a child
+	// listens on 127.0.0.1, connects from 127.0.0.1 and accepts.
+	cmd = run(t, "/usr/bin/perl", "-MIO::Socket::IP", "-e",
+		`my $s = IO::Socket::IP->new(LocalHost => "127.0.0.1", LocalPort => 47614, Listen => 1, ReuseAddr => 1) or die $!; my $c = IO::Socket::IP->new(PeerHost => "127.0.0.1", PeerPort => 47614) or die $!; $s->accept or die $!; print $c->sockport;`)
+	pid = int64(cmd.Process.Pid)
+	ev = c.wait(t, "listen4", func(e *engine.Event) bool { return e.Kind == engine.KindListen && e.Process.PID == pid })
+	if n := ev.Net; n.Family != "ipv4" || n.Local.IP != "127.0.0.1" || n.Local.Port != 47614 || n.Peer.IP != "" {
+		t.Errorf("listen4: %+v; want 127.0.0.1:47614 with no peer", n)
+	}
+	ev = c.wait(t, "accept4", func(e *engine.Event) bool { return e.Kind == engine.KindAccept && e.Process.PID == pid })
+	if n := ev.Net; n.Family != "ipv4" || n.Local.IP != "127.0.0.1" || n.Local.Port != 47614 || n.Peer.IP != "127.0.0.1" || n.Peer.Port == 0 {
+		t.Errorf("accept4: %+v; want 127.0.0.1:47614 from 127.0.0.1", n)
+	}
 }
 
 func TestPrivilegeSignalsAreReported(t *testing.T) {
@@ -323,15 +336,31 @@ func TestDeepPathIsPassedNotJudgedByItsTail(t *testing.T) {
 func TestContainerCgroupCountsAsContainer(t *testing.T) {
 	s, c := loadForTest(t, Options{})
 	trueBin := realPath(t, "/bin/true")
-	f := NewFilter([]RuleConstraints{{Name: "c", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindExec}, Binaries: []string{trueBin}, ContainerOnly: true}}})
+	// The marker binary passes on the host: once its exec is read, every
+	// earlier event that passed has been read (the ring buffer is ordered).
+	marker := filepath.Join(realPath(t, t.TempDir()), "marker")
+	data, err := os.ReadFile(trueBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := NewFilter([]RuleConstraints{
+		{Name: "c", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindExec}, Binaries: []string{trueBin}, ContainerOnly: true}},
+		{Name: "marker", Constraints: engine.Constraints{Kinds: []engine.Kind{engine.KindExec}, Binaries: []string{marker}}},
+	})
 	if err := s.SetFilter(f); err != nil {
 		t.Fatal(err)
 	}
-	runTrue := func() int64 {
-		cmd := exec.Command(trueBin)
-		cmd.Run()
+	runBin := func(bin string) int64 {
+		cmd := exec.Command(bin)
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
 		return int64(cmd.Process.Pid)
 	}
+	runTrue := func() int64 { return runBin(trueBin) }
 	pid := runTrue()
 	// Our own cgroup (the child inherits it) becomes a "container".
 	cg := cgroupID(t)
@@ -347,7 +376,8 @@ func TestContainerCgroupCountsAsContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid3 := runTrue()
-	time.Sleep(200 * time.Millisecond)
+	mpid := runBin(marker)
+	c.wait(t, "exec of the marker", func(e *engine.Event) bool { return e.Kind == engine.KindExec && e.Process.PID == mpid })
 	for _, p := range []int64{pid, pid3} {
 		if n := c.count(func(e *engine.Event) bool { return e.Kind == engine.KindExec && e.Process.PID == p }); n != 0 {
 			t.Errorf("host exec %d passed a container-only rule", p)

@@ -27,7 +27,9 @@ struct {
 
 // exec_keys fills the binary and base-name keys from a path of blen bytes.
 // A path or name that may have been truncated gets no key (ok = false): no
-// rule value can equal it, and rule values that long are never stored.
+// rule value can equal it, and rule values that long are never stored. The
+// base name of a truncated path is unknown, not long: exec_mask does not
+// judge it.
 static __always_inline void exec_keys(struct keys *k, const char *bin, u32 blen, bool *bin_ok, bool *name_ok)
 {
 	__builtin_memset(&k->bin, 0, sizeof(k->bin));
@@ -47,7 +49,10 @@ static __always_inline u64 exec_mask(struct filter_cfg *cfg, u32 gen, u32 mntns,
 	if (!m || !complete)
 		return m; // a partial path cannot be judged by binary or name
 	m &= (bin_ok ? lookup_bin(gen, &k->bin) : 0) | cfg->bin_any;
-	m &= (name_ok ? lookup_name(gen, &k->name) : 0) | cfg->base_any;
+	// A path that may have been truncated has an unknown base name: only a
+	// whole path is judged by it.
+	if (bin_ok)
+		m &= (name_ok ? lookup_name(gen, &k->name) : 0) | cfg->base_any;
 	return m;
 }
 
@@ -276,9 +281,13 @@ static __always_inline void net_from_sock(struct net_rec *r, struct sock *sk)
 	r->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	r->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (fam == AF_INET) {
+		// BPF_CORE_READ_INTO copies sizeof(*dst): through a u8 pointer it
+		// would keep one byte of the address.
+		u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 		r->family = 4;
-		BPF_CORE_READ_INTO(&r->laddr[0], sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(&r->raddr[0], sk, __sk_common.skc_daddr);
+		__builtin_memcpy(r->laddr, &l, 4);
+		__builtin_memcpy(r->raddr, &d, 4);
 	} else if (fam == AF_INET6) {
 		r->family = 6;
 		BPF_CORE_READ_INTO(&r->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);

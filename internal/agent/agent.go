@@ -146,7 +146,12 @@ func (a *Agent) Close() error { return a.sensors.Close() }
 
 // Run reads events until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	go a.housekeeping(ctx)
+	// Housekeeping reads the sensors' maps: it ends before Run returns, so
+	// Close after Run never closes a map under it.
+	hctx, stop := context.WithCancel(ctx)
+	hdone := make(chan struct{})
+	go func() { defer close(hdone); a.housekeeping(hctx) }()
+	defer func() { stop(); <-hdone }()
 	d := bpf.Decoder{Boot: bpf.BootTime(), Node: a.cfg.Node}
 	var (
 		rec     ringbuf.Record

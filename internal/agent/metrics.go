@@ -2,6 +2,7 @@ package agent
 
 import (
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -13,10 +14,12 @@ import (
 
 // countersCollector exports the kernel's per-CPU counters, summed at scrape
 // time, as riposte_agent_events_total{kind,outcome}, plus the user-space
-// outcomes (decode errors).
+// outcomes (decode errors), and the ring-buffer losses of each CPU as
+// riposte_agent_ringbuf_lost_total{cpu}.
 type countersCollector struct {
 	s      *bpf.Sensors
 	desc   *prometheus.Desc
+	lost   *prometheus.Desc
 	mu     sync.Mutex
 	decode map[engine.Kind]uint64
 }
@@ -27,13 +30,26 @@ func newCountersCollector(s *bpf.Sensors) *countersCollector {
 		desc: prometheus.NewDesc("riposte_agent_events_total",
 			"Events by kind and outcome: seen by a sensor, dropped by the in-kernel prefilter, submitted to the ring buffer, lost because it was full, or undecodable in user space.",
 			[]string{"kind", "outcome"}, nil),
+		lost: prometheus.NewDesc("riposte_agent_ringbuf_lost_total",
+			"Events the sensors of each CPU could not submit because the ring buffer was full, every kind summed.",
+			[]string{"cpu"}, nil),
 		decode: map[engine.Kind]uint64{},
 	}
 }
 
-func (c *countersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *countersCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.lost
+}
 
 func (c *countersCollector) Collect(ch chan<- prometheus.Metric) {
+	if lost, err := c.s.LostByCPU(); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.lost, err)
+	} else {
+		for cpu, v := range lost {
+			ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(v), strconv.Itoa(cpu))
+		}
+	}
 	counts, err := c.s.Counters()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.desc, err)

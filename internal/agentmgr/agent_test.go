@@ -126,7 +126,9 @@ func TestAgentLoadsReadyRulesAndWritesIncidents(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	for _, b := range []string{bin, other} {
+	// The not-Ready rule's binary runs first: the Incident of the Ready one,
+	// waited for below, comes after anything the other would have made.
+	for _, b := range []string{other, bin} {
 		cmd := exec.Command(b)
 		if err := cmd.Run(); err != nil {
 			t.Fatal(err)

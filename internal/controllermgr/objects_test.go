@@ -39,25 +39,36 @@ func TestOwnerlessPodBecomesIncident(t *testing.T) {
 			t.Fatalf("create pod %s: %v", p.Name, err)
 		}
 	}
+	// A second bare pod, created last, is the marker: the pod watch, the
+	// object source and the Incident writer keep order, so once its
+	// Incident exists a wrong one for web-1 would exist too.
+	marker := pod("marker", nil)
+	if err := k8s.Create(ctx, marker); err != nil {
+		t.Fatalf("create pod %s: %v", marker.Name, err)
+	}
 	var list v1alpha1.IncidentList
-	eventually(t, 30*time.Second, "Incident for the bare pod", func() error {
+	byPod := map[string]v1alpha1.Incident{}
+	eventually(t, 30*time.Second, "Incident for the marker pod", func() error {
 		if err := k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return err
 		}
-		if len(list.Items) == 0 {
-			return fmt.Errorf("no incident in %s", ns)
+		byPod = map[string]v1alpha1.Incident{}
+		for _, inc := range list.Items {
+			byPod[inc.Spec.Subject.Pod] = inc
+		}
+		if _, ok := byPod["marker"]; !ok {
+			return fmt.Errorf("no incident for the marker pod in %s", ns)
 		}
 		return nil
 	})
-	time.Sleep(time.Second) // let a wrong incident for web-1 show up, if any
-	if err := k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
+	if len(list.Items) != 2 {
+		t.Fatalf("%d incidents in %s, want 2 (the bare pod and the marker): %v", len(list.Items), ns, byPod)
 	}
-	if len(list.Items) != 1 {
-		t.Fatalf("%d incidents in %s, want 1 (the bare pod only)", len(list.Items), ns)
+	inc, ok := byPod["debug"]
+	if !ok {
+		t.Fatalf("no incident for the bare pod: %v", byPod)
 	}
-	inc := list.Items[0]
-	if inc.Spec.Rule != "ownerless-pod-created" || inc.Spec.Subject.Pod != "debug" || inc.Spec.Subject.Namespace != ns || inc.Spec.Subject.PodUID != string(bare.UID) {
+	if inc.Spec.Rule != "ownerless-pod-created" || inc.Spec.Subject.Namespace != ns || inc.Spec.Subject.PodUID != string(bare.UID) {
 		t.Errorf("incident %s: rule %q subject %+v", inc.Name, inc.Spec.Rule, inc.Spec.Subject)
 	}
 	t.Logf("incident %s/%s: %s", inc.Namespace, inc.Name, inc.Spec.Output)

@@ -187,8 +187,17 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+	// Ready once the informer caches have synced and, when it is enabled,
+	// the admission webhook answers: before that a Service would route
+	// admission requests to a replica that cannot answer them.
+	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr.GetCache())); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
+	}
+	webhookServing := &servingCheck{}
+	if opts.WebhookAddr != "" {
+		if err := mgr.AddReadyzCheck("webhook", webhookServing.Check); err != nil {
+			return fmt.Errorf("add ready check: %w", err)
+		}
 	}
 	recorder, err := events.NewRecorder(log.WithName("events"), "", "riposte-controller", events.WithManager(mgr))
 	if err != nil {
@@ -264,7 +273,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		mux := http.NewServeMux()
 		mux.Handle(rwebhook.Path, v.Handler())
 		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
-		if err := mgr.Add(nonLeader(serveTLS(opts.WebhookAddr, mux, tlsCfg, log.WithName("webhook")))); err != nil {
+		if err := mgr.Add(nonLeader(serveTLS(opts.WebhookAddr, mux, tlsCfg, log.WithName("webhook"), webhookServing.bound))); err != nil {
 			return err
 		}
 		if opts.WebhookConfig != "" {
@@ -325,7 +334,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		if err := mgr.Add(manager.RunnableFunc(src.Run)); err != nil {
 			return err
 		}
-		if err := mgr.Add(manager.RunnableFunc(serveTLS(opts.AuditAddr, src, tlsCfg, log.WithName("audit")))); err != nil {
+		if err := mgr.Add(manager.RunnableFunc(serveTLS(opts.AuditAddr, src, tlsCfg, log.WithName("audit"), nil))); err != nil {
 			return err
 		}
 	}
@@ -385,12 +394,16 @@ func orOff(addr string) string {
 	return addr
 }
 
-// serveTLS returns a runnable serving h on addr until ctx ends.
-func serveTLS(addr string, h http.Handler, cfg *tls.Config, log logr.Logger) func(context.Context) error {
+// serveTLS returns a runnable serving h on addr until ctx ends; onListen,
+// when set, learns the bound address.
+func serveTLS(addr string, h http.Handler, cfg *tls.Config, log logr.Logger, onListen func(net.Addr)) func(context.Context) error {
 	return func(ctx context.Context) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		if onListen != nil {
+			onListen(ln.Addr())
 		}
 		srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 			// TLS handshake failures (probes, scanners) go to the log at V(1)
