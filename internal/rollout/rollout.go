@@ -63,7 +63,8 @@ type Reporter struct {
 	Node      string
 	// Renew is how often the Lease is renewed when nothing changes.
 	Renew time.Duration
-	// MinInterval coalesces changes: at most one write per interval.
+	// MinInterval coalesces changes: at most one write per interval (the
+	// first change after a quiet interval is written at once).
 	MinInterval time.Duration
 	Log         logr.Logger
 
@@ -103,7 +104,9 @@ func (r *Reporter) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	t := time.NewTicker(renew)
 	defer t.Stop()
+	var last time.Time
 	for {
+		last = time.Now()
 		if err := r.Write(ctx, renew); err != nil && ctx.Err() == nil {
 			// Retried at the next tick or change.
 			r.Log.Error(err, "report loaded rules")
@@ -113,10 +116,13 @@ func (r *Reporter) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-changed:
+			// The first change after a quiet spell is written at once (a
+			// rule's rollout shows in a second); changes closer together
+			// than minInterval are coalesced into one write.
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(minInterval):
+			case <-time.After(minInterval - time.Since(last)):
 			}
 		}
 	}
