@@ -420,7 +420,8 @@ type stages struct {
 // shell rule must reach generation gen. Each round reads the rules before
 // the Kustomization, so a Kustomization seen Ready while a rule was not yet
 // live is caught; that is the kstatus health check at work. With shots set
-// it also keeps the shell rule as seen while rolling out.
+// it also keeps the shell rule as seen while rolling out, and requires
+// having seen that state.
 func observeRollout(ctx context.Context, t *testing.T, s *stack.Stack, rev string, pushed time.Time, gen int64, shots *snapshots) stages {
 	t.Helper()
 	c := s.Client
@@ -482,8 +483,15 @@ func observeRollout(ctx context.Context, t *testing.T, s *stack.Stack, rev strin
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !sawRollingOut {
+	switch {
+	case !sawRollingOut && shots != nil:
+		// The snapshot commits are the first after a quiet spell: the
+		// intermediate state lasts until the agent reports, which is long
+		// enough to be seen at a 100 ms poll.
 		t.Errorf("never saw the shell rule at generation %d rolling out (Ready with Reconciling=True) before it was live", gen)
+	case !sawRollingOut:
+		// The agent may report within one poll of the controller's Ready.
+		t.Logf("generation %d went live within one 100 ms poll of Ready; no rolling-out state seen", gen)
 	}
 	d := func(at time.Time) string { return at.Sub(pushed).Round(time.Millisecond).String() }
 	t.Logf("commit %s: artifact %s, applied %s, Ready %s, loaded on the node %s, status live %s, Kustomization Ready %s (from the push)",
