@@ -15,6 +15,10 @@ import (
 // then passes everything of their kinds (loose, still sound).
 const MaxSlots = 64
 
+// MaxPath is the longest path, in bytes, the kernel half records: a path of
+// this length may be the first MaxPath bytes of a longer one.
+const MaxPath = pathMax - 1
+
 // Limits of the kernel keys (c/common.h). A rule value that does not fit
 // leaves its rule unconstrained on that field, which is sound; an event value
 // never longer than these is what the kernel reports.

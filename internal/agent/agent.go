@@ -173,8 +173,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		meta, err := d.Decode(rec.RawSample, &ev)
 		if err != nil {
-			a.counters.decodeError(ev.Kind)
+			a.counters.count(ev.Kind, outcomeDecodeError)
 			continue
+		}
+		if ev.Kind == engine.KindExec && (meta.PathIncomplete || len(ev.Process.Binary) >= bpf.MaxPath) {
+			a.completeBinary(&ev, meta.PathIncomplete)
 		}
 		a.table.Observe(&ev, meta.KTime)
 		a.table.Fill(&ev)
@@ -199,6 +202,22 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.cfg.OnMatch(&ev, matches)
 		}
 	}
+}
+
+// completeBinary replaces a binary path the kernel kept only in part (its
+// first bpf.MaxPath bytes, or its tail when deeper than the kernel walks)
+// with the whole path from /proc, so rules on the base name or the path
+// cannot be evaded by a long or deep path. When the process is gone, or
+// runs another binary already, the part stays and the event says it is
+// truncated.
+func (a *Agent) completeBinary(ev *engine.Event, tail bool) {
+	if full, ok := a.table.CompleteBinary(ev.Process.PID, ev.Process.Binary, tail); ok {
+		ev.Process.Binary = full
+		a.counters.count(engine.KindExec, outcomePathCompleted)
+		return
+	}
+	ev.Truncated = true
+	a.counters.count(engine.KindExec, outcomePathPartial)
 }
 
 // housekeeping logs losses at a bounded rate and ages the process table.

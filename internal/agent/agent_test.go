@@ -47,18 +47,22 @@ type started struct {
 	reg      *prometheus.Registry
 	mu       sync.Mutex
 	matches  []engine.Event
+	fired    map[string]int // matches by rule
 	enforced []engine.Event
 	events   []engine.Event
 }
 
 func start(t *testing.T) *started {
 	t.Helper()
-	st := &started{log: &bytes.Buffer{}, reg: prometheus.NewRegistry()}
+	st := &started{log: &bytes.Buffer{}, reg: prometheus.NewRegistry(), fired: map[string]int{}}
 	a, err := New(Config{
 		Node: "test", Log: slog.New(slog.NewTextHandler(st.log, nil)), Registry: st.reg,
 		OnMatch: func(ev *engine.Event, m []engine.Match) {
 			st.mu.Lock()
 			st.matches = append(st.matches, *ev)
+			for _, x := range m {
+				st.fired[x.Rule.Name()]++
+			}
 			st.mu.Unlock()
 		},
 		OnEnforce: func(ev *engine.Event) {
@@ -307,4 +311,65 @@ func gaugeValue(g prometheus.Gauge) float64 {
 	var m dto.Metric
 	g.Write(&m)
 	return m.GetGauge().GetValue()
+}
+
+// TestLongAndDeepExecPathsAreMatchedWhole: the kernel keeps the first 255
+// bytes of a binary's path, or only the tail of a path deeper than it
+// walks; an attacker running a shell from such a path would otherwise hide
+// its base name (or its directory) from the rules. The agent completes the
+// path from /proc and rules on the base name and the whole path match.
+func TestLongAndDeepExecPathsAreMatchedWhole(t *testing.T) {
+	st := start(t)
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := filepath.Join(root, strings.Repeat("a", 200), strings.Repeat("b", 100), "riposte-long-sh")
+	deep := filepath.Join(root, strings.Repeat("d/", 70)+"riposte-deep-sh")
+	for _, p := range []string{long, deep} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, body, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules := []*engine.Rule{
+		compile(t, "long-name", `event.kind == "exec" && process.name == "riposte-long-sh"`),
+		compile(t, "deep-name", `event.kind == "exec" && process.name == "riposte-deep-sh"`),
+		compile(t, "deep-dir", `event.kind == "exec" && process.binary.startsWith("`+root+`/d/d/")`),
+	}
+	if _, err := st.a.SetRules(rules, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{long, deep} {
+		// It runs for a second: the agent reads /proc/<pid>/exe as the
+		// record arrives.
+		if out, err := exec.Command(p, "1").CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v %s", p, err, out)
+		}
+	}
+	for _, c := range []struct{ rule, binary string }{{"long-name", long}, {"deep-name", deep}, {"deep-dir", deep}} {
+		m := st.wait(t, "match of "+c.rule, &st.matches, func(e *engine.Event) bool {
+			return e.Kind == engine.KindExec && e.Process.Binary == c.binary
+		})
+		if m.Truncated {
+			t.Errorf("%s: the completed event is marked truncated", c.rule)
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, r := range rules {
+		if st.fired[r.Name()] == 0 {
+			t.Errorf("rule %s did not fire on the whole path (fired: %v)", r.Name(), st.fired)
+		}
+	}
 }

@@ -14,26 +14,40 @@ import (
 
 // countersCollector exports the kernel's per-CPU counters, summed at scrape
 // time, as riposte_agent_events_total{kind,outcome}, plus the user-space
-// outcomes (decode errors), and the ring-buffer losses of each CPU as
+// outcomes (decode errors; exec paths the kernel kept only in part, completed
+// from /proc or left partial), and the ring-buffer losses of each CPU as
 // riposte_agent_ringbuf_lost_total{cpu}.
 type countersCollector struct {
 	s      *bpf.Sensors
 	desc   *prometheus.Desc
 	lost   *prometheus.Desc
 	mu     sync.Mutex
-	decode map[engine.Kind]uint64
+	user   map[userOutcome]uint64
 }
+
+// userOutcome is an outcome decided in user space.
+type userOutcome struct {
+	kind    engine.Kind
+	outcome string
+}
+
+// User-space outcomes of riposte_agent_events_total.
+const (
+	outcomeDecodeError   = "decode_error"
+	outcomePathCompleted = "path_completed" // the kernel kept part of the path; /proc had the rest
+	outcomePathPartial   = "path_partial"   // the kernel kept part of the path; the process was gone
+)
 
 func newCountersCollector(s *bpf.Sensors) *countersCollector {
 	return &countersCollector{
 		s: s,
 		desc: prometheus.NewDesc("riposte_agent_events_total",
-			"Events by kind and outcome: seen by a sensor, dropped by the in-kernel prefilter, submitted to the ring buffer, lost because it was full, or undecodable in user space.",
+			"Events by kind and outcome: seen by a sensor, dropped by the in-kernel prefilter, submitted to the ring buffer, lost because it was full, or in user space undecodable, or with a path the kernel kept only in part, completed from /proc or left partial.",
 			[]string{"kind", "outcome"}, nil),
 		lost: prometheus.NewDesc("riposte_agent_ringbuf_lost_total",
 			"Events the sensors of each CPU could not submit because the ring buffer was full, every kind summed.",
 			[]string{"cpu"}, nil),
-		decode: map[engine.Kind]uint64{},
+		user: map[userOutcome]uint64{},
 	}
 }
 
@@ -61,15 +75,15 @@ func (c *countersCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.mu.Lock()
-	for k, v := range c.decode {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), string(k), "decode_error")
+	for k, v := range c.user {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), string(k.kind), k.outcome)
 	}
 	c.mu.Unlock()
 }
 
-func (c *countersCollector) decodeError(k engine.Kind) {
+func (c *countersCollector) count(k engine.Kind, outcome string) {
 	c.mu.Lock()
-	c.decode[k]++
+	c.user[userOutcome{k, outcome}]++
 	c.mu.Unlock()
 }
 

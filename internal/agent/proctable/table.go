@@ -147,6 +147,32 @@ func (t *Table) read(pid int64) (*Entry, error) {
 	return e, nil
 }
 
+// CompleteBinary returns the whole path of the binary process pid runs, for
+// an exec whose record kept only part of it: the first bytes of a long path
+// (part is a prefix of it), or with tail set the end of a deep one (part is
+// within it). The path comes from /proc/<pid>/exe and is used only when it
+// agrees with part; ok is false when the process is gone, runs another
+// binary by now, or its path does not agree.
+func (t *Table) CompleteBinary(pid int64, part string, tail bool) (full string, ok bool) {
+	exe, err := os.Readlink(filepath.Join(t.proc, strconv.FormatInt(pid, 10), "exe"))
+	if err != nil {
+		return "", false
+	}
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	if len(exe) < len(part) {
+		return "", false
+	}
+	if tail {
+		ok = strings.Contains(exe, part)
+	} else {
+		ok = strings.HasPrefix(exe, part)
+	}
+	if !ok {
+		return "", false
+	}
+	return exe, true
+}
+
 // Observe updates the table from an event: fork adds the child with its
 // parent's image, exec replaces the image, exit marks the process exited.
 // Other kinds add a process the table did not know.

@@ -3,8 +3,10 @@ package proctable
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -157,5 +159,44 @@ func BenchmarkFill(b *testing.B) {
 	for b.Loop() {
 		ev.Process.Binary = ""
 		tb.Fill(ev)
+	}
+}
+
+// TestCompleteBinaryTakesOnlyAPathThatAgreesWithTheKernel: /proc/<pid>/exe
+// completes the part of a path the kernel kept only when it agrees with it
+// (a prefix, or for a tail a part within it), so a process that exec'd
+// something else since is not given that binary.
+func TestCompleteBinaryTakesOnlyAPathThatAgreesWithTheKernel(t *testing.T) {
+	proc := t.TempDir()
+	long := "/tmp/" + strings.Repeat("a", 300) + "/sh"
+	deep := strings.Repeat("/d", 80) + "/sh"
+	for pid, target := range map[string]string{"10": long, "11": long + " (deleted)", "12": "/usr/bin/other", "13": deep, "14": "/bin/short"} {
+		if err := os.MkdirAll(filepath.Join(proc, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(proc, pid, "exe")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb := New(Options{Proc: proc})
+	for _, c := range []struct {
+		pid  int64
+		part string
+		tail bool
+		want string
+	}{
+		{10, long[:255], false, long},
+		{11, long[:255], false, long},             // deleted since: still its path
+		{12, long[:255], false, ""},               // exec'd another binary since
+		{13, deep[len(deep)-100:], true, deep},    // the tail of a deep path
+		{13, deep[:100] + "/x", true, ""},         // not within it
+		{14, "/bin/short", false, "/bin/short"},   // nothing was missing
+		{14, "/bin/shorter-than-this", false, ""}, // shorter than what the kernel saw
+		{99, long[:255], false, ""},               // gone
+	} {
+		got, ok := tb.CompleteBinary(c.pid, c.part, c.tail)
+		if got != c.want || ok != (c.want != "") {
+			t.Errorf("CompleteBinary(%d, %.20q…, tail %v) = %.30q, %v; want %.30q", c.pid, c.part, c.tail, got, ok, c.want)
+		}
 	}
 }
