@@ -18,11 +18,11 @@ import (
 // from /proc or left partial), and the ring-buffer losses of each CPU as
 // riposte_agent_ringbuf_lost_total{cpu}.
 type countersCollector struct {
-	s      *bpf.Sensors
-	desc   *prometheus.Desc
-	lost   *prometheus.Desc
-	mu     sync.Mutex
-	user   map[userOutcome]uint64
+	s    *bpf.Sensors
+	desc *prometheus.Desc
+	lost *prometheus.Desc
+	mu   sync.Mutex
+	user map[userOutcome]uint64
 }
 
 // userOutcome is an outcome decided in user space.
