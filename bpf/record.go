@@ -134,7 +134,14 @@ type Meta struct {
 	// than the kernel walks, so its path is only the tail and the kernel
 	// passed it without judging the path.
 	PathIncomplete bool
+	// ArgsIncomplete: an exec's arguments filled the kernel's buffer
+	// (ArgsMax bytes), so they may be only the first of them.
+	ArgsIncomplete bool
 }
+
+// ArgsMax is how many bytes of an exec's arguments (NUL-separated) the
+// kernel half records.
+const ArgsMax = argsMax - 1
 
 // Decoder turns ring-buffer records into events. Boot is the wall-clock time
 // of boot, which record times are relative to.
@@ -203,6 +210,7 @@ func (d *Decoder) Decode(b []byte, ev *engine.Event) (Meta, error) {
 			return m, fmt.Errorf("decode exec record: args length %d: %w", al, ErrShortRecord)
 		}
 		p.Args = splitArgs(b[execArgsData:execArgsData+al], nil)
+		m.ArgsIncomplete = al >= ArgsMax
 	case kFork:
 		if err := need(forkSize); err != nil {
 			return m, err

@@ -179,6 +179,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ev.Kind == engine.KindExec && (meta.PathIncomplete || len(ev.Process.Binary) >= bpf.MaxPath) {
 			a.completeBinary(&ev, meta.PathIncomplete)
 		}
+		if ev.Kind == engine.KindExec && meta.ArgsIncomplete {
+			a.completeArgs(&ev)
+		}
 		a.table.Observe(&ev, meta.KTime)
 		a.table.Fill(&ev)
 		if a.cfg.Enrich != nil {
@@ -218,6 +221,21 @@ func (a *Agent) completeBinary(ev *engine.Event, tail bool) {
 	}
 	ev.Truncated = true
 	a.counters.count(engine.KindExec, outcomePathPartial)
+}
+
+// completeArgs replaces the arguments of an exec that filled the kernel's
+// buffer (bpf.ArgsMax bytes) with the whole command line from /proc, so
+// padding the arguments does not hide the ones after it from the rules.
+// When the process is gone, or its command line no longer starts with what
+// the kernel saw, the part stays and the event says it is truncated.
+func (a *Agent) completeArgs(ev *engine.Event) {
+	if full, ok := a.table.CompleteArgs(ev.Process.PID, ev.Process.Args); ok {
+		ev.Process.Args = full
+		a.counters.count(engine.KindExec, outcomeArgsCompleted)
+		return
+	}
+	ev.Truncated = true
+	a.counters.count(engine.KindExec, outcomeArgsPartial)
 }
 
 // housekeeping logs losses at a bounded rate and ages the process table.

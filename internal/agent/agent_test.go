@@ -373,3 +373,28 @@ func TestLongAndDeepExecPathsAreMatchedWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestPaddedArgumentsDoNotHideTheRest: the kernel keeps the first 1,023
+// bytes of an exec's arguments; a miner's flags after a long padding
+// argument would be invisible. The agent completes the arguments from
+// /proc/<pid>/cmdline and the rule on a later argument matches.
+func TestPaddedArgumentsDoNotHideTheRest(t *testing.T) {
+	st := start(t)
+	rule := compile(t, "miner-flag", `event.kind == "exec" && process.args.exists(a, a == "--riposte-donate-level")`)
+	if _, err := st.a.SetRules([]*engine.Rule{rule}, nil); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("p", 1500)
+	// "; true" keeps the shell from exec'ing sleep in its place, so its
+	// command line is still there when the agent reads it.
+	if out, err := exec.Command("/bin/sh", "-c", "sleep 1; true", pad, "--riposte-donate-level").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	m := st.wait(t, "match of miner-flag", &st.matches, func(e *engine.Event) bool { return e.Kind == engine.KindExec })
+	if n := len(m.Process.Args); n != 5 || m.Process.Args[3] != pad {
+		t.Errorf("matched exec has %d arguments, want the 5 of the command line with the padding whole", n)
+	}
+	if m.Truncated {
+		t.Error("the completed event is marked truncated")
+	}
+}

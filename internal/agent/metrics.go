@@ -14,8 +14,8 @@ import (
 
 // countersCollector exports the kernel's per-CPU counters, summed at scrape
 // time, as riposte_agent_events_total{kind,outcome}, plus the user-space
-// outcomes (decode errors; exec paths the kernel kept only in part, completed
-// from /proc or left partial), and the ring-buffer losses of each CPU as
+// outcomes (decode errors; exec paths and arguments the kernel kept only in
+// part, completed from /proc or left partial), and the ring-buffer losses of each CPU as
 // riposte_agent_ringbuf_lost_total{cpu}.
 type countersCollector struct {
 	s    *bpf.Sensors
@@ -36,13 +36,15 @@ const (
 	outcomeDecodeError   = "decode_error"
 	outcomePathCompleted = "path_completed" // the kernel kept part of the path; /proc had the rest
 	outcomePathPartial   = "path_partial"   // the kernel kept part of the path; the process was gone
+	outcomeArgsCompleted = "args_completed" // the kernel kept the first arguments; /proc had the rest
+	outcomeArgsPartial   = "args_partial"   // the kernel kept the first arguments; the process was gone
 )
 
 func newCountersCollector(s *bpf.Sensors) *countersCollector {
 	return &countersCollector{
 		s: s,
 		desc: prometheus.NewDesc("riposte_agent_events_total",
-			"Events by kind and outcome: seen by a sensor, dropped by the in-kernel prefilter, submitted to the ring buffer, lost because it was full, or in user space undecodable, or with a path the kernel kept only in part, completed from /proc or left partial.",
+			"Events by kind and outcome: seen by a sensor, dropped by the in-kernel prefilter, submitted to the ring buffer, lost because it was full, or in user space undecodable, or with a path or arguments the kernel kept only in part, completed from /proc or left partial.",
 			[]string{"kind", "outcome"}, nil),
 		lost: prometheus.NewDesc("riposte_agent_ringbuf_lost_total",
 			"Events the sensors of each CPU could not submit because the ring buffer was full, every kind summed.",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -171,6 +172,35 @@ func (t *Table) CompleteBinary(pid int64, part string, tail bool) (full string, 
 		return "", false
 	}
 	return exe, true
+}
+
+// maxCmdline bounds how much of /proc/<pid>/cmdline CompleteArgs reads; the
+// event bounds (engine.Bound) cut further.
+const maxCmdline = 256 << 10
+
+// CompleteArgs returns the whole argument list of process pid, for an exec
+// whose record kept only the first bytes of it: from /proc/<pid>/cmdline,
+// used only when what the kernel kept is a prefix of it. ok is false when
+// the process is gone or its command line does not agree (it exec'd again,
+// or rewrote its arguments).
+func (t *Table) CompleteArgs(pid int64, part []string) (full []string, ok bool) {
+	f, err := os.Open(filepath.Join(t.proc, strconv.FormatInt(pid, 10), "cmdline"))
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	cl, err := io.ReadAll(io.LimitReader(f, maxCmdline))
+	if err != nil {
+		return nil, false
+	}
+	if !bytes.HasPrefix(cl, []byte(strings.Join(part, "\x00"))) {
+		return nil, false
+	}
+	cl = bytes.TrimRight(cl, "\x00")
+	if len(cl) == 0 {
+		return nil, false
+	}
+	return strings.Split(string(cl), "\x00"), true
 }
 
 // Observe updates the table from an event: fork adds the child with its

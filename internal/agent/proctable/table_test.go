@@ -200,3 +200,30 @@ func TestCompleteBinaryTakesOnlyAPathThatAgreesWithTheKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestCompleteArgsTakesOnlyACommandLineThatAgreesWithTheKernel: the whole
+// command line replaces the kernel's first bytes only when those are its
+// prefix.
+func TestCompleteArgsTakesOnlyACommandLineThatAgreesWithTheKernel(t *testing.T) {
+	proc := t.TempDir()
+	pad := strings.Repeat("x", 1100)
+	for pid, cl := range map[string]string{"10": "sh\x00-c\x00" + pad + "\x00--donate-level\x00", "11": "sh\x00-c\x00other\x00"} {
+		if err := os.MkdirAll(filepath.Join(proc, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "cmdline"), []byte(cl), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb := New(Options{Proc: proc})
+	part := []string{"sh", "-c", pad[:1000]}
+	if got, ok := tb.CompleteArgs(10, part); !ok || !slices.Equal(got, []string{"sh", "-c", pad, "--donate-level"}) {
+		t.Errorf("CompleteArgs(10) = %d args, %v; want the whole command line", len(got), ok)
+	}
+	if got, ok := tb.CompleteArgs(11, part); ok {
+		t.Errorf("CompleteArgs(11) = %.40q, %v; want no completion from a command line that does not agree", got, ok)
+	}
+	if _, ok := tb.CompleteArgs(12, part); ok {
+		t.Error("CompleteArgs of a process that is gone completed")
+	}
+}
