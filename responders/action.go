@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -139,7 +140,7 @@ type Deps struct {
 	// default Client.
 	APIReader client.Reader
 	// Node does the node-local work; nil delegates the kernel layer of isolate
-	// to the agent's node.Enforcer and makes process/container kill fail.
+	// and process/container kills to the agent of the subject's node.
 	Node Node
 	// Logs reads container logs for capture; nil records them as not captured.
 	Logs LogReader
@@ -149,6 +150,9 @@ type Deps struct {
 	HTTP *http.Client
 	// NotifyAllowed are the URL prefixes namespaced playbooks may notify.
 	NotifyAllowed []string
+	// ClusterDNS is the Service isolate's allowDNS keeps reachable; default
+	// DefaultClusterDNS.
+	ClusterDNS types.NamespacedName
 }
 
 // Defaults returns every action wired to d.
@@ -159,7 +163,7 @@ func Defaults(d Deps) Actions {
 		reader = c
 	}
 	a := Actions{
-		v1alpha1.ActionIsolate:    &Isolate{Client: c, Node: d.Node},
+		v1alpha1.ActionIsolate:    &Isolate{Client: c, Reader: reader, DNS: d.ClusterDNS, Node: d.Node},
 		v1alpha1.ActionQuarantine: &Quarantine{Client: c},
 		v1alpha1.ActionKill:       &Kill{Client: c, Node: d.Node},
 		v1alpha1.ActionScale:      &Scale{Client: c},

@@ -14,9 +14,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -24,20 +26,55 @@ import (
 	"github.com/riposte-dev/riposte/responders"
 )
 
+// clusterDNS creates a DNS Service in ns (selector k8s-app=test-dns) with an
+// EndpointSlice holding addr, as the cluster's resolver.
+func clusterDNS(t *testing.T, ns, addr string) (types.NamespacedName, string) {
+	t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "test-dns"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"k8s-app": "test-dns"},
+			Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}},
+	}
+	if err := kc.Create(ctxT(t), svc); err != nil {
+		t.Fatal(err)
+	}
+	port, proto := int32(53), corev1.ProtocolUDP
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "test-dns-manual", Labels: map[string]string{
+			discoveryv1.LabelServiceName: "test-dns", discoveryv1.LabelManagedBy: "riposte-test"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{addr}}},
+		Ports:       []discoveryv1.EndpointPort{{Port: &port, Protocol: &proto}},
+	}
+	if err := kc.Create(ctxT(t), es); err != nil {
+		t.Fatal(err)
+	}
+	return client.ObjectKeyFromObject(svc), svc.Spec.ClusterIP
+}
+
+// TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt: the NetworkPolicy
+// denies everything but the allow list; allowDNS opens port 53 of the
+// cluster DNS only (its pods, its cluster IP and its endpoints in the
+// kernel layer's list), not port 53 of every address, which would leave an
+// isolated pod a way out to any server listening there.
 func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	ns := namespace(t)
 	p := barePod(t, ns)
+	dns, clusterIP := clusterDNS(t, ns, "10.250.0.9")
 	ref := playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate, Isolate: &v1alpha1.IsolateParams{
 		AllowDNS: true, AllowEgress: []v1alpha1.AllowedPeer{{CIDR: "10.0.0.5/32", Port: 443}},
 	}}))
 	inc := incident(t, ns, subjectOf(p), ref)
-	r := runner(responders.Defaults(responders.Deps{Client: kc}))
+	r := runner(responders.Defaults(responders.Deps{Client: kc, ClusterDNS: dns}))
 
 	inc, out := run(t, r, inc)
 	if !out.Done || inc.Status.Phase != v1alpha1.PhaseResponded {
 		t.Fatalf("outcome %+v phase %q", out, inc.Status.Phase)
 	}
 	st := wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "kernel: delegated to the riposte agent on node \"riposte-test-node\"")
+	if !strings.Contains(st.Message, "port 53 of the cluster DNS "+dns.String()+" only") {
+		t.Errorf("isolate message %q does not say DNS is limited to %s", st.Message, dns)
+	}
 	if st.StartedAt == nil || st.FinishedAt == nil {
 		t.Fatalf("step times not recorded: %+v", st)
 	}
@@ -55,7 +92,14 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 		np.Spec.Egress[1].To[0].IPBlock.CIDR != "10.0.0.5/32" || np.Spec.Egress[1].Ports[0].Port.IntValue() != 443 {
 		t.Fatalf("egress %+v: want DNS (udp+tcp 53) and 10.0.0.5/32:443 only", np.Spec.Egress)
 	}
-	if got := getPod(t, ns, p.Name); got.Labels[v1alpha1.IsolateLabel] != string(p.UID) || got.Annotations[v1alpha1.IsolateAllowAnnotation] != "any:53,10.0.0.5/32:443" {
+	to := np.Spec.Egress[0].To
+	if len(to) != 3 || to[0].PodSelector == nil || to[0].PodSelector.MatchLabels["k8s-app"] != "test-dns" ||
+		to[0].NamespaceSelector == nil || to[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != ns ||
+		to[1].IPBlock == nil || to[1].IPBlock.CIDR != clusterIP+"/32" || to[2].IPBlock == nil || to[2].IPBlock.CIDR != "10.250.0.9/32" {
+		t.Fatalf("DNS egress to %+v: want the DNS pods of %s, %s/32 and 10.250.0.9/32", to, ns, clusterIP)
+	}
+	wantAllow := clusterIP + "/32:53,10.250.0.9/32:53,10.0.0.5/32:443"
+	if got := getPod(t, ns, p.Name); got.Labels[v1alpha1.IsolateLabel] != string(p.UID) || got.Annotations[v1alpha1.IsolateAllowAnnotation] != wantAllow {
 		t.Fatalf("pod label %s=%q annotation %s=%q", v1alpha1.IsolateLabel, got.Labels[v1alpha1.IsolateLabel], v1alpha1.IsolateAllowAnnotation, got.Annotations[v1alpha1.IsolateAllowAnnotation])
 	}
 	// Running again changes nothing: the step is already Succeeded.
@@ -75,6 +119,30 @@ func TestIsolateCreatesDenyAllPolicyAndRevertRemovesIt(t *testing.T) {
 	}
 	if got := getPod(t, ns, p.Name); got.Labels[v1alpha1.IsolateLabel] != "" || got.Annotations[v1alpha1.IsolateAllowAnnotation] != "" {
 		t.Fatalf("isolate label or allow annotation still on the pod after revert: %v %v", got.Labels, got.Annotations)
+	}
+}
+
+// TestIsolateWithoutClusterDNSOpensNoPort53: when the cluster DNS Service
+// does not exist, allowDNS opens nothing (an isolated pod resolves no
+// names) and the step says so.
+func TestIsolateWithoutClusterDNSOpensNoPort53(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	ref := playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionIsolate, Isolate: &v1alpha1.IsolateParams{AllowDNS: true}}))
+	inc := incident(t, ns, subjectOf(p), ref)
+	missing := types.NamespacedName{Namespace: ns, Name: "no-such-dns"}
+	r := runner(responders.Defaults(responders.Deps{Client: kc, ClusterDNS: missing}))
+	inc, _ = run(t, r, inc)
+	wantPhase(t, inc, "isolate", v1alpha1.StepSucceeded, "except nothing (allowDNS: no cluster DNS Service "+missing.String()+", so no DNS either)")
+	var np networkingv1.NetworkPolicy
+	if err := kc.Get(ctxT(t), client.ObjectKey{Namespace: ns, Name: "riposte-isolate-" + p.Name}, &np); err != nil {
+		t.Fatalf("NetworkPolicy: %v", err)
+	}
+	if len(np.Spec.Egress) != 0 {
+		t.Fatalf("egress %+v: want none", np.Spec.Egress)
+	}
+	if got := getPod(t, ns, p.Name); got.Annotations[v1alpha1.IsolateAllowAnnotation] != "" {
+		t.Fatalf("allow annotation %q, want empty", got.Annotations[v1alpha1.IsolateAllowAnnotation])
 	}
 }
 

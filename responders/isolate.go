@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,8 +25,28 @@ import (
 // programs on the pod's cgroup, because many CNIs silently ignore NetworkPolicy.
 type Isolate struct {
 	Client client.Client
+	// Reader reads the cluster DNS Service and its EndpointSlices for
+	// allowDNS (a manager's API reader); default Client.
+	Reader client.Reader
+	// DNS is the cluster DNS Service; default DefaultClusterDNS.
+	DNS types.NamespacedName
 	// Node enforces the kernel layer; nil records that it was not enforced.
 	Node Node
+}
+
+// clusterDNS resolves the cluster DNS when the step allows it.
+func (a *Isolate) clusterDNS(ctx context.Context, params *v1alpha1.IsolateParams) (*ClusterDNS, error) {
+	if params == nil || !params.AllowDNS {
+		return nil, nil
+	}
+	r, svc := a.Reader, a.DNS
+	if r == nil {
+		r = a.Client
+	}
+	if svc.Name == "" {
+		svc = DefaultClusterDNS
+	}
+	return resolveDNS(ctx, r, svc)
 }
 
 func policyName(pod string) string {
@@ -36,14 +57,16 @@ func policyName(pod string) string {
 	return n
 }
 
-// Peers converts the playbook's allow list for the kernel layer.
-func Peers(p *v1alpha1.IsolateParams) ([]Peer, error) {
+// Peers converts the playbook's allow list for the kernel layer: port 53
+// of the cluster DNS addresses when it allows DNS (dns nil: none), and its
+// allowEgress entries.
+func Peers(p *v1alpha1.IsolateParams, dns *ClusterDNS) ([]Peer, error) {
 	if p == nil {
 		return nil, nil
 	}
 	var peers []Peer
 	if p.AllowDNS {
-		peers = append(peers, Peer{Port: 53})
+		peers = append(peers, dns.peers()...)
 	}
 	for _, a := range p.AllowEgress {
 		_, n, err := net.ParseCIDR(a.CIDR)
@@ -115,8 +138,10 @@ func DescribePeers(peers []Peer) string {
 	return strings.Join(s, ", ")
 }
 
-// Policy returns the NetworkPolicy that isolates pod.
-func Policy(pod *corev1.Pod, params *v1alpha1.IsolateParams) *networkingv1.NetworkPolicy {
+// Policy returns the NetworkPolicy that isolates pod. With allowDNS it
+// allows port 53 to the cluster DNS only: its pods (by the Service's
+// selector) and its cluster IPs; with dns nil, no DNS at all.
+func Policy(pod *corev1.Pod, params *v1alpha1.IsolateParams, dns *ClusterDNS) *networkingv1.NetworkPolicy {
 	np := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      policyName(pod.Name),
@@ -135,12 +160,24 @@ func Policy(pod *corev1.Pod, params *v1alpha1.IsolateParams) *networkingv1.Netwo
 	if params == nil {
 		return np
 	}
-	if params.AllowDNS {
+	if params.AllowDNS && dns != nil {
 		udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
 		port := intstr.FromInt32(53)
-		np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{
+		rule := networkingv1.NetworkPolicyEgressRule{
 			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &port}, {Protocol: &tcp, Port: &port}},
-		})
+		}
+		if len(dns.Selector) > 0 {
+			rule.To = append(rule.To, networkingv1.NetworkPolicyPeer{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: dns.Service.Namespace}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: dns.Selector},
+			})
+		}
+		for _, p := range dns.peers() {
+			rule.To = append(rule.To, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: p.Net.String()}})
+		}
+		if len(rule.To) > 0 { // an empty To would allow port 53 to anywhere
+			np.Spec.Egress = append(np.Spec.Egress, rule)
+		}
 	}
 	for _, a := range params.AllowEgress {
 		rule := networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: a.CIDR}}}}
@@ -154,10 +191,31 @@ func Policy(pod *corev1.Pod, params *v1alpha1.IsolateParams) *networkingv1.Netwo
 	return np
 }
 
+// dnsNote says where allowDNS lets the pod resolve names, or that it
+// cannot.
+func (a *Isolate) dnsNote(params *v1alpha1.IsolateParams, dns *ClusterDNS) string {
+	switch {
+	case params == nil || !params.AllowDNS:
+		return ""
+	case dns == nil:
+		svc := a.DNS
+		if svc.Name == "" {
+			svc = DefaultClusterDNS
+		}
+		return fmt.Sprintf(" (allowDNS: no cluster DNS Service %s, so no DNS either)", svc)
+	default:
+		return fmt.Sprintf(" (port 53 of the cluster DNS %s only)", dns.Service)
+	}
+}
+
 // Plan implements Action.
 func (a *Isolate) Plan(ctx context.Context, req *Request) (string, error) {
 	s := req.Subject()
-	peers, err := Peers(req.Step.Isolate)
+	dns, err := a.clusterDNS(ctx, req.Step.Isolate)
+	if err != nil {
+		return "", err
+	}
+	peers, err := Peers(req.Step.Isolate, dns)
 	if err != nil {
 		return "", err
 	}
@@ -165,13 +223,17 @@ func (a *Isolate) Plan(ctx context.Context, req *Request) (string, error) {
 	if a.Node != nil {
 		kernel = "cgroup_skb ingress+egress on the pod's cgroup"
 	}
-	return fmt.Sprintf("isolate pod %s/%s: NetworkPolicy %s denying all ingress and egress except %s, label %s=%s; %s",
-		s.Namespace, s.Pod, policyName(s.Pod), DescribePeers(peers), v1alpha1.IsolateLabel, s.PodUID, kernel), nil
+	return fmt.Sprintf("isolate pod %s/%s: NetworkPolicy %s denying all ingress and egress except %s%s, label %s=%s; %s",
+		s.Namespace, s.Pod, policyName(s.Pod), DescribePeers(peers), a.dnsNote(req.Step.Isolate, dns), v1alpha1.IsolateLabel, s.PodUID, kernel), nil
 }
 
 // Do implements Action.
 func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
-	peers, err := Peers(req.Step.Isolate)
+	dns, err := a.clusterDNS(ctx, req.Step.Isolate)
+	if err != nil {
+		return Result{}, err
+	}
+	peers, err := Peers(req.Step.Isolate, dns)
 	if err != nil {
 		return Result{}, err
 	}
@@ -179,12 +241,12 @@ func (a *Isolate) Do(ctx context.Context, req *Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	want := Policy(p, req.Step.Isolate)
+	want := Policy(p, req.Step.Isolate, dns)
 	if _, err := a.apply(ctx, p, want, peers); err != nil {
 		return Result{}, err
 	}
 	undo := map[string]string{"networkPolicy": want.Name, "podUID": string(p.UID), "allow": FormatPeers(peers)}
-	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s; ", want.Namespace, want.Name, DescribePeers(peers))
+	msg := fmt.Sprintf("NetworkPolicy %s/%s denies all ingress and egress except %s%s; ", want.Namespace, want.Name, DescribePeers(peers), a.dnsNote(req.Step.Isolate, dns))
 	if a.Node == nil {
 		if p.Spec.NodeName == "" {
 			return Result{Message: msg + "kernel: the pod is not on a node yet; the agent of the node it lands on isolates it (it follows the label)", Undo: undo}, nil
@@ -255,7 +317,11 @@ func (a *Isolate) Reassert(ctx context.Context, req *Request) ([]string, error) 
 	if err != nil {
 		return nil, fmt.Errorf("isolate step of %s/%s: recorded allow list: %w", req.Incident.Namespace, req.Incident.Name, err)
 	}
-	want := Policy(p, req.Step.Isolate)
+	dns, err := a.clusterDNS(ctx, req.Step.Isolate)
+	if err != nil {
+		return nil, err
+	}
+	want := Policy(p, req.Step.Isolate, dns)
 	if name := req.Undo["networkPolicy"]; name != "" {
 		want.Name = name
 	}

@@ -115,7 +115,10 @@ type CaptureParams struct {
 
 // IsolateParams list what an isolated pod may still reach.
 type IsolateParams struct {
-	// AllowDNS keeps UDP and TCP port 53 egress open.
+	// AllowDNS keeps UDP and TCP port 53 of the cluster DNS open: its pods,
+	// cluster IPs and endpoints (the controller's --cluster-dns Service,
+	// kube-system/kube-dns by default). Port 53 of other addresses stays
+	// closed; without that Service the pod resolves no names.
 	// +optional
 	AllowDNS bool `json:"allowDNS,omitempty"`
 	// AllowEgress lists CIDRs (and optional ports) still reachable, for

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fluxcd/pkg/runtime/leaderelection"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2/textlogger"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -59,6 +60,7 @@ func runController(args []string) int {
 	fs.StringVar(&opts.Response.EvidenceDir, "evidence-dir", "", "Folder (a mounted volume) for capture bundles; empty disables the capture action.")
 	fs.StringVar(&opts.Response.Node, "node-name", os.Getenv("NODE_NAME"), "This pod's node, named in evidence locations.")
 	fs.StringSliceVar(&opts.Response.NotifyAllow, "notify-allow", nil, "URL prefixes (scheme://host[:port][/path]) that namespaced ResponsePlaybooks may notify; none by default. ClusterResponsePlaybooks may notify any URL.")
+	clusterDNS := fs.String("cluster-dns", responders.DefaultClusterDNS.String(), "The cluster DNS Service (namespace/name): isolate's allowDNS keeps port 53 of its addresses and pods open, nothing else.")
 	fs.IntVar(&verbosity, "v", 0, "Log verbosity.")
 	if err := fs.Parse(args); err != nil {
 		if err == pflag.ErrHelp {
@@ -67,6 +69,12 @@ func runController(args []string) int {
 		return exitBadUsage
 	}
 	opts.LeaderElection = le
+	ns, name, ok := strings.Cut(*clusterDNS, "/")
+	if !ok || ns == "" || name == "" {
+		fmt.Fprintf(os.Stderr, "riposte controller: --cluster-dns %q: want namespace/name\n", *clusterDNS)
+		return exitBadUsage
+	}
+	opts.Response.ClusterDNS = types.NamespacedName{Namespace: ns, Name: name}
 	kinds, err := objects.ParseKinds(objectKinds)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "riposte controller:", err)

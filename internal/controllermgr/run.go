@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -124,6 +125,9 @@ type Response struct {
 	Node string
 	// NotifyAllow are the URL prefixes namespaced playbooks may notify.
 	NotifyAllow []string
+	// ClusterDNS is the Service isolate's allowDNS keeps reachable; default
+	// responders.DefaultClusterDNS.
+	ClusterDNS types.NamespacedName
 }
 
 // IncidentKeySecret is the Secret of the controller's namespace holding the
@@ -361,7 +365,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 // named by each Incident through the responders.
 func setupResponse(mgr ctrl.Manager, cfg *rest.Config, opts Options, auth *trust.Authorizer, recorder controller.EventRecorder) error {
 	ro := opts.Response
-	deps := responders.Deps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), NotifyAllowed: ro.NotifyAllow}
+	deps := responders.Deps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), NotifyAllowed: ro.NotifyAllow, ClusterDNS: ro.ClusterDNS}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("create clientset: %w", err)

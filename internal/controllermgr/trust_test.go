@@ -473,7 +473,7 @@ func TestIsolationCannotBeLiftedBySomeoneElse(t *testing.T) {
 	ensureNamespace(t, ctx, ns)
 	suspect := podWithIP(t, ctx, ns, "suspect", "node-a", "")
 	pb := &v1alpha1.ResponsePlaybook{ObjectMeta: metav1.ObjectMeta{Name: "cut", Namespace: ns},
-		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{{Action: v1alpha1.ActionIsolate, Isolate: &v1alpha1.IsolateParams{AllowDNS: true}}}}}
+		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{{Action: v1alpha1.ActionIsolate, Isolate: &v1alpha1.IsolateParams{AllowEgress: []v1alpha1.AllowedPeer{{CIDR: "10.0.0.5/32", Port: 443}}}}}}}
 	if err := k8s.Create(ctx, pb); err != nil {
 		t.Fatal(err)
 	}
@@ -541,7 +541,7 @@ func TestIsolationCannotBeLiftedBySomeoneElse(t *testing.T) {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(suspect), &p); err != nil {
 			return err
 		}
-		if p.Labels[v1alpha1.IsolateLabel] != string(suspect.UID) || p.Annotations[v1alpha1.IsolateAllowAnnotation] != "any:53" {
+		if p.Labels[v1alpha1.IsolateLabel] != string(suspect.UID) || p.Annotations[v1alpha1.IsolateAllowAnnotation] != "10.0.0.5/32:443" {
 			return fmt.Errorf("labels %v annotations %v", p.Labels, p.Annotations)
 		}
 		return k8s.Get(ctx, client.ObjectKeyFromObject(np), &networkingv1.NetworkPolicy{})

@@ -5,8 +5,8 @@
 // process (SIGKILL) or a whole container (cgroup.kill).
 //
 // The programs are built from instructions in Go (no C toolchain): the allow
-// list of a playbook is compiled into immediate comparisons on the socket's
-// remote IPv4 address and port, so no maps are needed. Attachments are BPF
+// list of a playbook is compiled into immediate comparisons on each packet's
+// peer address (IPv4 or IPv6) and TCP/UDP port, so no maps are needed. Attachments are BPF
 // links pinned in bpffs when PinDir is set, so an agent restart neither drops
 // an isolation nor loses the handle needed to revert it.
 package node

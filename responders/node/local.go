@@ -75,11 +75,12 @@ func (l *Local) hostPath(p string) string {
 }
 
 var directions = []struct {
-	name   string
-	attach ebpf.AttachType
+	name    string
+	attach  ebpf.AttachType
+	ingress bool
 }{
-	{"ingress", ebpf.AttachCGroupInetIngress},
-	{"egress", ebpf.AttachCGroupInetEgress},
+	{"ingress", ebpf.AttachCGroupInetIngress, true},
+	{"egress", ebpf.AttachCGroupInetEgress, false},
 }
 
 func (l *Local) pinPath(uid, dir string) string {
@@ -110,12 +111,6 @@ func (l *Local) IsolatePod(ctx context.Context, uid string, allow []responders.P
 		// The same words as the attach: reporting it twice must not change it.
 		return fmt.Sprintf("cgroup_skb ingress+egress attached to %s, allowing %s", dir, responders.DescribePeers(allow)), nil
 	}
-	prog, err := bpf.IsolationProgram(allow)
-	if err != nil {
-		return "", err
-	}
-	// The links keep the program alive; our handle is not needed after attaching.
-	defer prog.Close()
 	var attached []link.Link
 	undo := func() {
 		for _, lk := range attached {
@@ -124,7 +119,14 @@ func (l *Local) IsolatePod(ctx context.Context, uid string, allow []responders.P
 		}
 	}
 	for _, d := range directions {
+		prog, err := bpf.IsolationProgram(allow, d.ingress)
+		if err != nil {
+			undo()
+			return "", err
+		}
+		// The link keeps the program alive; our handle is not needed after attaching.
 		lk, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: d.attach, Program: prog})
+		prog.Close()
 		if err != nil {
 			undo()
 			return "", fmt.Errorf("attach cgroup_skb %s to %s: %w", d.name, dir, err)

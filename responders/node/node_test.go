@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +40,32 @@ func TestMain(m *testing.M) {
 			}
 			go echo(c)
 		}
+	case strings.HasPrefix(mode, "udp:"):
+		// An unconnected UDP socket (sendto), as musl's resolver uses.
+		to, err := net.ResolveUDPAddr("udp", strings.TrimPrefix(mode, "udp:"))
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		c, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		buf := make([]byte, 64)
+		for i := 0; i < 20; i++ {
+			if _, err := c.WriteToUDP([]byte("ping"), to); err != nil {
+				fmt.Println("refused:", err) // the cgroup's egress filter dropped it
+				os.Exit(0)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if n, _, err := c.ReadFromUDP(buf); err == nil && string(buf[:n]) == "ping" {
+				fmt.Println("answered")
+				os.Exit(0)
+			}
+		}
+		fmt.Println("no answer")
+		os.Exit(0)
 	case strings.HasPrefix(mode, "dial:"):
 		c, err := net.Dial("tcp", strings.TrimPrefix(mode, "dial:"))
 		if err != nil {
@@ -368,5 +396,53 @@ func TestIsolateAllowsListedIPv6Peer(t *testing.T) {
 	if c, err := blocked.Accept(); err == nil {
 		c.Close()
 		t.Fatalf("the pod reached an IPv6 peer that is not on the allow list")
+	}
+}
+
+// udpEcho answers every datagram on a loopback port with itself, and counts
+// what it received.
+func udpEcho(t *testing.T, network, addr string) (*net.UDPConn, *atomic.Int64) {
+	t.Helper()
+	c, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var got atomic.Int64
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got.Add(1)
+			_, _ = c.WriteTo(buf[:n], from)
+		}
+	}()
+	return c.(*net.UDPConn), &got
+}
+
+// TestIsolateJudgesUnconnectedUDPByItsPackets: a resolver that does not
+// connect its UDP socket (musl's sendto) has no remote address on the
+// socket; the kernel layer judges each datagram by its own addresses, so a
+// query to the allowed DNS peer is answered and the same query to another
+// address on port 53 never leaves.
+func TestIsolateJudgesUnconnectedUDPByItsPackets(t *testing.T) {
+	pod := NewPod(t)
+	allowed, allowedGot := udpEcho(t, "udp4", "127.0.0.1:0")
+	other, otherGot := udpEcho(t, "udp4", "127.0.0.2:"+strconv.Itoa(allowed.LocalAddr().(*net.UDPAddr).Port))
+	port := uint16(allowed.LocalAddr().(*net.UDPAddr).Port)
+	_, one, _ := net.ParseCIDR("127.0.0.1/32")
+	l := &node.Local{Cgroups: host.Cgroups{Root: pod.Root}}
+	if _, err := l.IsolatePod(context.Background(), pod.UID, []responders.Peer{{Net: one, Port: port}}); err != nil {
+		t.Fatalf("isolate: %v", err)
+	}
+	defer l.ReleasePod(context.Background(), pod.UID)
+	if _, line := pod.Start(t, "udp:"+allowed.LocalAddr().String()); line != "answered" {
+		t.Fatalf("a datagram to the allowed peer %s: %q (server received %d)", allowed.LocalAddr(), line, allowedGot.Load())
+	}
+	if _, line := pod.Start(t, "udp:"+other.LocalAddr().String()); !strings.HasPrefix(line, "refused") || otherGot.Load() != 0 {
+		t.Fatalf("a datagram to %s, same port, not allowed: %q, the server received %d", other.LocalAddr(), line, otherGot.Load())
 	}
 }

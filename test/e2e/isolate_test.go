@@ -15,8 +15,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
@@ -33,9 +35,10 @@ import (
 // capture-and-isolate captures evidence and isolates the pod: the controller
 // writes the NetworkPolicy and labels the pod, the `riposte agent` binary
 // attaches cgroup_skb programs to the pod's cgroup. From then on the pod's
-// requests to the host never arrive (only port 53, allowDNS, still passes);
-// after riposte.dev/revert=true they arrive again and the NetworkPolicy is
-// gone.
+// requests to the host never arrive; allowDNS keeps port 53 of the cluster
+// DNS (a kube-dns Service whose endpoint is the host's bridge address)
+// open, and port 53 of any other address closed. After riposte.dev/revert=true
+// they arrive again and the NetworkPolicy is gone.
 func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -52,10 +55,15 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	pod := deploymentPod(ctx, t, n, "shop", "web")
 	// Two HTTP servers on the host's address on the pods' bridge (the CNI
 	// plugin gives the bridge that address with the first pod): one on a
-	// free port, one on port 53, which the playbook's allowDNS keeps open.
+	// free port, one on port 53 as the cluster's DNS (the kube-dns Service's
+	// endpoint), which the playbook's allowDNS keeps open. A third on port
+	// 53 of the host's other address is not the cluster DNS: an isolated
+	// pod must not reach it.
 	gw := n.Gateway().String()
 	web := serveHTTP(t, net.JoinHostPort(gw, "0"), "riposte e2e: reached the host")
 	dns := serveHTTP(t, net.JoinHostPort(gw, "53"), "riposte e2e: reached the host on port 53")
+	other53 := serveHTTP(t, net.JoinHostPort(otherHostIP(t, n.Gateway()), "53"), "riposte e2e: reached another address on port 53")
+	clusterIP := kubeDNS(ctx, t, c, gw)
 	// wget runs without a shell (timeout execs it): neither is an applet the
 	// shipped rule counts as a shell, so they make no Incident. The timeout
 	// applet bounds the wait, because Debian's static busybox 1.35 wget
@@ -84,6 +92,7 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	}
 	mustFetch(web, "before the incident")
 	mustFetch(dns, "before the incident")
+	mustFetch(other53, "before the incident")
 
 	begin := time.Now()
 	if out, err := n.Exec(ctx, "shop", pod.Name, "sh", "-c", "id"); err != nil {
@@ -155,16 +164,17 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 
 	uid := string(pod.UID)
 	policy := "riposte-isolate-" + pod.Name
-	wantMsg := fmt.Sprintf("NetworkPolicy shop/%s denies all ingress and egress except any:53; kernel: delegated to the riposte agent on node %q", policy, node.Name)
+	allow := clusterIP + "/32:53," + gw + "/32:53"
+	wantMsg := fmt.Sprintf("NetworkPolicy shop/%s denies all ingress and egress except %s/32:53, %s/32:53 (port 53 of the cluster DNS kube-system/kube-dns only); kernel: delegated to the riposte agent on node %q", policy, clusterIP, gw, node.Name)
 	if isolate.Message != wantMsg {
 		t.Errorf("isolate step message\n got %q\nwant %q", isolate.Message, wantMsg)
 	}
-	wantUndo := map[string]string{"networkPolicy": policy, "podUID": uid, "allow": "any:53", "kernel": "delegated", "nodeName": node.Name}
+	wantUndo := map[string]string{"networkPolicy": policy, "podUID": uid, "allow": allow, "kernel": "delegated", "nodeName": node.Name}
 	if !reflect.DeepEqual(isolate.Undo, wantUndo) {
 		t.Errorf("isolate step undo\n got %v\nwant %v", isolate.Undo, wantUndo)
 	}
 	cgroup := filepath.Join(host.DefaultCgroupRoot(), n.CgroupRoot(), "kubepods", "besteffort", "pod"+uid)
-	wantKernel := fmt.Sprintf("node %s attached: cgroup_skb ingress+egress attached to %s, allowing any:53 at ", node.Name, cgroup)
+	wantKernel := fmt.Sprintf("node %s attached: cgroup_skb ingress+egress attached to %s, allowing %s/32:53, %s/32:53 at ", node.Name, cgroup, clusterIP, gw)
 	if !strings.HasPrefix(kernel, wantKernel) {
 		t.Errorf("%s\n got %q\nwant prefix %q", v1alpha1.KernelIsolationAnnotation, kernel, wantKernel)
 	}
@@ -179,8 +189,8 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 	if want := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}; !reflect.DeepEqual(np.Spec.PolicyTypes, want) || len(np.Spec.Ingress) != 0 {
 		t.Errorf("NetworkPolicy %s: policy types %v and %d ingress rules, want %v and none", policy, np.Spec.PolicyTypes, len(np.Spec.Ingress), want)
 	}
-	if len(np.Spec.Egress) != 1 || len(np.Spec.Egress[0].To) != 0 || len(np.Spec.Egress[0].Ports) != 2 {
-		t.Errorf("NetworkPolicy %s egress %+v, want one rule: port 53 (UDP and TCP) to anywhere", policy, np.Spec.Egress)
+	if len(np.Spec.Egress) != 1 || len(np.Spec.Egress[0].To) != 3 || len(np.Spec.Egress[0].Ports) != 2 {
+		t.Errorf("NetworkPolicy %s egress %+v, want one rule: port 53 (UDP and TCP) to the DNS pods, its cluster IP and its endpoint", policy, np.Spec.Egress)
 	}
 	var labelled corev1.Pod
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pod), &labelled); err != nil {
@@ -220,7 +230,13 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 		t.Errorf("isolated: the server on %s saw %d requests from the pod, want none", web.url, got-before)
 	}
 	t.Logf("isolated: wget %s failed after %s: %v", web.url, took, oneLine(err))
-	mustFetch(dns, "isolated, port 53 (allowDNS)")
+	mustFetch(dns, "isolated, port 53 of the cluster DNS (allowDNS)")
+	before = other53.requests.Load()
+	if out, took, err := fetch(other53); err == nil || other53.requests.Load() != before {
+		t.Fatalf("isolated: port 53 of an address that is not the cluster DNS answered: %q", out)
+	} else {
+		t.Logf("isolated: wget %s (port 53, not the cluster DNS) failed after %s", other53.url, took)
+	}
 
 	// Someone who may patch pods removes the isolate label: the admission
 	// policy refuses it, even for a cluster admin.
@@ -316,6 +332,52 @@ func serveHTTP(t *testing.T, addr, body string) *server {
 	t.Cleanup(func() { _ = srv.Close() })
 	return s
 }
+
+// otherHostIP is an IPv4 address of this host other than loopback and the
+// pods' gateway, which pods reach through the gateway.
+func otherHostIP(t *testing.T, gw net.IP) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.Equal(gw) && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Fatalf("this host has no IPv4 address besides loopback and the pods' gateway %s: the test needs one to prove port 53 of other addresses is closed", gw)
+	return ""
+}
+
+// kubeDNS creates the cluster DNS Service kube-system/kube-dns with one
+// endpoint, addr, as a cluster's CoreDNS would have, and returns its
+// cluster IP.
+func kubeDNS(ctx context.Context, t *testing.T, c client.Client, addr string) string {
+	t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"k8s-app": "kube-dns"},
+			Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP}}},
+	}
+	if err := c.Create(ctx, svc); err != nil {
+		t.Fatalf("create the cluster DNS Service: %v", err)
+	}
+	port, udp := int32(53), corev1.ProtocolUDP
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns-host", Labels: map[string]string{
+			discoveryv1.LabelServiceName: "kube-dns", discoveryv1.LabelManagedBy: "riposte-e2e"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{addr}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("dns"), Port: &port, Protocol: &udp}},
+	}
+	if err := c.Create(ctx, es); err != nil {
+		t.Fatalf("create the cluster DNS EndpointSlice: %v", err)
+	}
+	return svc.Spec.ClusterIP
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // step is the Incident's first step of action a.
 func step(in *v1alpha1.Incident, a v1alpha1.Action) (v1alpha1.StepStatus, bool) {
