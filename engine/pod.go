@@ -1,0 +1,106 @@
+package engine
+
+import "sort"
+
+// mirrorAnnotation marks the API server's mirror of a static pod: the
+// kubelet runs the pod from a file on the node and only reports it.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
+
+// lastApplied repeats the whole object it was applied from: it says nothing
+// about identity and would multiply the size of every pod view.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// PodFromObject fills the pod view of a Pod object in its JSON form (as the
+// API server returns it, decoded into maps): identity, labels and
+// annotations (without kubectl's last-applied-configuration), ServiceAccount,
+// owners, node and IP, and the flags rules use (static, ownerless, host
+// namespaces, privileged in any container, init or ephemeral, hostPath). The
+// object source and audit events fill pod with it, so both paths agree; the
+// node agent's store (engine/enrich) reads typed pods the same way. Values
+// of the wrong JSON type read as absent; labels, annotations and owners are
+// bounded by MaxListItems.
+func PodFromObject(obj map[string]any) Pod {
+	md := mapAt(obj, "metadata")
+	spec := mapAt(obj, "spec")
+	p := Pod{
+		UID:            str(md, "uid"),
+		Name:           str(md, "name"),
+		Namespace:      str(md, "namespace"),
+		Labels:         stringMap(mapAt(md, "labels"), ""),
+		ServiceAccount: str(spec, "serviceAccountName"),
+		HostNetwork:    spec["hostNetwork"] == true,
+		HostPID:        spec["hostPID"] == true,
+		HostIPC:        spec["hostIPC"] == true,
+		IP:             str(mapAt(obj, "status"), "podIP"),
+		Node:           str(spec, "nodeName"),
+	}
+	ann := mapAt(md, "annotations")
+	_, p.Static = ann[mirrorAnnotation]
+	p.Annotations = stringMap(ann, lastApplied)
+	owners, _ := md["ownerReferences"].([]any)
+	p.Ownerless = len(owners) == 0
+	for _, o := range owners {
+		if len(p.OwnerReferences) == MaxListItems {
+			break
+		}
+		if m, ok := o.(map[string]any); ok {
+			p.OwnerReferences = append(p.OwnerReferences, OwnerReference{
+				APIVersion: str(m, "apiVersion"), Kind: str(m, "kind"), Name: str(m, "name"), UID: str(m, "uid"),
+				Controller: m["controller"] == true,
+			})
+		}
+	}
+	vols, _ := spec["volumes"].([]any)
+	for _, v := range vols {
+		if m, ok := v.(map[string]any); ok {
+			if _, ok := m["hostPath"].(map[string]any); ok {
+				p.HostPath = true
+			}
+		}
+	}
+	for _, key := range []string{"initContainers", "containers", "ephemeralContainers"} {
+		cs, _ := spec[key].([]any)
+		for _, c := range cs {
+			if m, ok := c.(map[string]any); ok && mapAt(m, "securityContext")["privileged"] == true {
+				p.Privileged = true
+			}
+		}
+	}
+	return p
+}
+
+func mapAt(m map[string]any, key string) map[string]any {
+	v, _ := m[key].(map[string]any)
+	return v
+}
+
+func str(m map[string]any, key string) string {
+	s, _ := m[key].(string)
+	return s
+}
+
+// stringMap copies the string values of m without the key skip, nil when
+// none; beyond MaxListItems entries it keeps the first ones in key order.
+func stringMap(m map[string]any, skip string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if _, ok := v.(string); ok && k != skip {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if len(keys) > MaxListItems {
+		sort.Strings(keys)
+		keys = keys[:MaxListItems]
+	}
+	out := make(map[string]string, len(keys))
+	for _, k := range keys {
+		out[k] = m[k].(string)
+	}
+	return out
+}
