@@ -156,14 +156,17 @@ func TestReplayReportsBadLinesAndEvaluatesTheRest(t *testing.T) {
 		}
 		alerts = append(alerts, a)
 	}
-	if len(alerts) != 2 {
-		t.Fatalf("want 2 alerts (the second shell is throttled), got %d:\n%s", len(alerts), out)
+	if len(alerts) != 3 {
+		t.Fatalf("want 3 alerts (the second shell throttled but printed), got %d:\n%s", len(alerts), out)
 	}
-	if alerts[0].Rule != "shell-in-container" || alerts[0].Severity != "high" || alerts[0].Event.Pod.Name != "web" {
+	if alerts[0].Rule != "shell-in-container" || alerts[0].Severity != "high" || alerts[0].Event.Pod.Name != "web" || alerts[0].Suppressed {
 		t.Fatalf("first alert %+v", alerts[0])
 	}
-	if alerts[1].Rule != "serviceaccount-selfsubjectaccessreview" || alerts[1].Event.Audit.AuditID != "aud-42" {
-		t.Fatalf("the audit match must carry its auditID: %+v", alerts[1])
+	if alerts[1].Rule != "shell-in-container" || !alerts[1].Suppressed || !strings.Contains(out, `"suppressed":true`) {
+		t.Fatalf("the throttled shell must be printed and marked suppressed: %+v", alerts[1])
+	}
+	if alerts[2].Rule != "serviceaccount-selfsubjectaccessreview" || alerts[2].Event.Audit.AuditID != "aud-42" || alerts[2].Suppressed {
+		t.Fatalf("the audit match must carry its auditID: %+v", alerts[2])
 	}
 	if !strings.Contains(errOut, "shell-in-container") || !strings.Contains(errOut, "4 events, 3 matches") || !strings.Contains(errOut, "1 bad lines") {
 		t.Fatalf("summary:\n%s", errOut)
