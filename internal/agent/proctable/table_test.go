@@ -159,3 +159,25 @@ func BenchmarkFill(b *testing.B) {
 		tb.Fill(ev)
 	}
 }
+
+// A connection made by a dropped binary says so: the exec's drift and memfd
+// flags follow the process to its other events and to its forked children.
+func TestExecutableFlagsFollowTheProcess(t *testing.T) {
+	tb := New(Options{Proc: t.TempDir(), Grace: time.Minute})
+	exec := &engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 40, PPID: 1, Binary: "/tmp/x", Exe: engine.Exe{Upper: true, Inode: 9}}}
+	tb.Observe(exec, 1)
+	tb.Observe(&engine.Event{Kind: engine.KindFork, Process: engine.Process{PID: 41, PPID: 40}}, 0)
+	for _, pid := range []int64{40, 41} {
+		conn := &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: pid}}
+		tb.Fill(conn)
+		if !conn.Process.Exe.Upper || conn.Process.Binary != "/tmp/x" {
+			t.Errorf("pid %d: connect process %+v, want /tmp/x with exe.upper", pid, conn.Process)
+		}
+	}
+	tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 41, PPID: 40, Binary: "/bin/true"}}, 2)
+	conn := &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: 41}}
+	tb.Fill(conn)
+	if conn.Process.Exe.Upper {
+		t.Errorf("after exec of an image binary the process still counts as drifted: %+v", conn.Process)
+	}
+}
