@@ -173,7 +173,7 @@ func TestPodFromObjectReadsWrongTypesAsAbsent(t *testing.T) {
 		"metadata": map[string]any{"name": 7, "labels": map[string]any{"a": 1, "b": "x"}, "ownerReferences": "no"},
 		"spec":     map[string]any{"hostPID": "true", "volumes": []any{"x", map[string]any{"hostPath": nil}}, "containers": []any{map[string]any{"securityContext": map[string]any{"privileged": "true"}}}},
 	})
-	want := Pod{Labels: map[string]string{"b": "x"}, Ownerless: true}
+	want := Pod{Labels: map[string]string{"b": "x"}, Ownerless: true, Images: []string{""}}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("got %+v, want %+v", p, want)
 	}

@@ -13,12 +13,14 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // PodFromObject fills the pod view of a Pod object in its JSON form (as the
 // API server returns it, decoded into maps): identity, labels and
 // annotations (without kubectl's last-applied-configuration), ServiceAccount,
-// owners, node and IP, and the flags rules use (static, ownerless, host
-// namespaces, privileged in any container, init or ephemeral, hostPath). The
+// owners, node and IP, and what rules judge a pod by: static, ownerless,
+// host namespaces, hostPath volumes and their paths, and of every container
+// (init and ephemeral included) privileged, allowPrivilegeEscalation, added
+// capabilities and images. The
 // object source and audit events fill pod with it, so both paths agree; the
 // node agent's store (engine/enrich) reads typed pods the same way. Values
-// of the wrong JSON type read as absent; labels, annotations and owners are
-// bounded by MaxListItems.
+// of the wrong JSON type read as absent; every list and map is bounded by
+// MaxListItems.
 func PodFromObject(obj map[string]any) Pod {
 	md := mapAt(obj, "metadata")
 	spec := mapAt(obj, "spec")
@@ -53,19 +55,44 @@ func PodFromObject(obj map[string]any) Pod {
 	vols, _ := spec["volumes"].([]any)
 	for _, v := range vols {
 		if m, ok := v.(map[string]any); ok {
-			if _, ok := m["hostPath"].(map[string]any); ok {
+			if hp, ok := m["hostPath"].(map[string]any); ok {
 				p.HostPath = true
+				if len(p.HostPaths) < MaxListItems {
+					p.HostPaths = append(p.HostPaths, str(hp, "path"))
+				}
 			}
 		}
 	}
+	caps := map[string]bool{}
 	for _, key := range []string{"initContainers", "containers", "ephemeralContainers"} {
 		cs, _ := spec[key].([]any)
 		for _, c := range cs {
-			if m, ok := c.(map[string]any); ok && mapAt(m, "securityContext")["privileged"] == true {
+			m, ok := c.(map[string]any)
+			if !ok {
+				continue
+			}
+			if len(p.Images) < MaxListItems {
+				p.Images = append(p.Images, str(m, "image"))
+			}
+			sc := mapAt(m, "securityContext")
+			if sc["privileged"] == true {
 				p.Privileged = true
+			}
+			if sc["allowPrivilegeEscalation"] == true {
+				p.AllowPrivilegeEscalation = true
+			}
+			add, _ := mapAt(sc, "capabilities")["add"].([]any)
+			for _, a := range add {
+				if s, ok := a.(string); ok && len(caps) < MaxListItems {
+					caps[s] = true
+				}
 			}
 		}
 	}
+	for c := range caps {
+		p.Capabilities = append(p.Capabilities, c)
+	}
+	sort.Strings(p.Capabilities)
 	return p
 }
 

@@ -26,9 +26,20 @@ func randomPod(r *rand.Rand) *corev1.Pod {
 		case 1:
 			return &corev1.SecurityContext{}
 		}
-		b := r.IntN(2) == 0
-		return &corev1.SecurityContext{Privileged: &b}
+		b, e := r.IntN(2) == 0, r.IntN(2) == 0
+		sc := &corev1.SecurityContext{Privileged: &b}
+		if r.IntN(2) == 0 {
+			sc.AllowPrivilegeEscalation = &e
+		}
+		if r.IntN(2) == 0 {
+			sc.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+			for range r.IntN(3) {
+				sc.Capabilities.Add = append(sc.Capabilities.Add, []corev1.Capability{"SYS_ADMIN", "NET_RAW", "SYS_PTRACE"}[r.IntN(3)])
+			}
+		}
+		return sc
 	}
+	image := func() string { return []string{"", "busybox", "registry.example/app@sha256:abc"}[r.IntN(3)] }
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: fmt.Sprintf("p%d", r.IntN(100)), Namespace: []string{"shop", "kube-system", ""}[r.IntN(3)],
@@ -67,21 +78,21 @@ func randomPod(r *rand.Rand) *corev1.Pod {
 	for i := range r.IntN(3) {
 		v := corev1.Volume{Name: fmt.Sprintf("v%d", i)}
 		if r.IntN(2) == 0 {
-			v.HostPath = &corev1.HostPathVolumeSource{Path: "/"}
+			v.HostPath = &corev1.HostPathVolumeSource{Path: []string{"/", "/var/lib/kubelet", ""}[r.IntN(3)]}
 		} else {
 			v.EmptyDir = &corev1.EmptyDirVolumeSource{}
 		}
 		p.Spec.Volumes = append(p.Spec.Volumes, v)
 	}
 	for i := range r.IntN(3) {
-		p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: fmt.Sprintf("i%d", i), SecurityContext: priv()})
+		p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: fmt.Sprintf("i%d", i), Image: image(), SecurityContext: priv()})
 	}
 	for i := range 1 + r.IntN(2) {
-		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), SecurityContext: priv()})
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: image(), SecurityContext: priv()})
 	}
 	for i := range r.IntN(2) {
 		p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
-			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: fmt.Sprintf("e%d", i), SecurityContext: priv()}})
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: fmt.Sprintf("e%d", i), Image: image(), SecurityContext: priv()}})
 	}
 	return p
 }
@@ -96,6 +107,9 @@ func sameEmpty(p engine.Pod) engine.Pod {
 	}
 	if len(p.OwnerReferences) == 0 {
 		p.OwnerReferences = nil
+	}
+	if len(p.Capabilities) == 0 {
+		p.Capabilities = nil
 	}
 	return p
 }
