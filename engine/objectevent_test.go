@@ -178,3 +178,13 @@ func TestPodFromObjectReadsWrongTypesAsAbsent(t *testing.T) {
 		t.Errorf("got %+v, want %+v", p, want)
 	}
 }
+
+func TestPodFromObjectNormalisesPathsAndCapabilities(t *testing.T) {
+	p := PodFromObject(map[string]any{"spec": map[string]any{
+		"volumes":    []any{map[string]any{"hostPath": map[string]any{"path": "//etc/"}}, map[string]any{"hostPath": map[string]any{"path": "/var/../root"}}},
+		"containers": []any{map[string]any{"securityContext": map[string]any{"capabilities": map[string]any{"add": []any{"cap_sys_admin", "SYS_ADMIN", "Net_Raw"}}}}},
+	}})
+	if !reflect.DeepEqual(p.HostPaths, []string{"/etc", "/root"}) || !reflect.DeepEqual(p.Capabilities, []string{"NET_RAW", "SYS_ADMIN"}) {
+		t.Errorf("hostPaths %q capabilities %q", p.HostPaths, p.Capabilities)
+	}
+}

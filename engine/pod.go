@@ -1,6 +1,10 @@
 package engine
 
-import "sort"
+import (
+	"path"
+	"sort"
+	"strings"
+)
 
 // mirrorAnnotation marks the API server's mirror of a static pod: the
 // kubelet runs the pod from a file on the node and only reports it.
@@ -14,9 +18,9 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // API server returns it, decoded into maps): identity, labels and
 // annotations (without kubectl's last-applied-configuration), ServiceAccount,
 // owners, node and IP, and what rules judge a pod by: static, ownerless,
-// host namespaces, hostPath volumes and their paths, and of every container
-// (init and ephemeral included) privileged, allowPrivilegeEscalation, added
-// capabilities and images. The
+// host namespaces, hostPath volumes and their paths (CleanHostPath), and of
+// every container (init and ephemeral included) privileged,
+// allowPrivilegeEscalation, added capabilities (CapabilityName) and images. The
 // object source and audit events fill pod with it, so both paths agree; the
 // node agent's store (engine/enrich) reads typed pods the same way. Values
 // of the wrong JSON type read as absent; every list and map is bounded by
@@ -58,7 +62,7 @@ func PodFromObject(obj map[string]any) Pod {
 			if hp, ok := m["hostPath"].(map[string]any); ok {
 				p.HostPath = true
 				if len(p.HostPaths) < MaxListItems {
-					p.HostPaths = append(p.HostPaths, str(hp, "path"))
+					p.HostPaths = append(p.HostPaths, CleanHostPath(str(hp, "path")))
 				}
 			}
 		}
@@ -84,7 +88,7 @@ func PodFromObject(obj map[string]any) Pod {
 			add, _ := mapAt(sc, "capabilities")["add"].([]any)
 			for _, a := range add {
 				if s, ok := a.(string); ok && len(caps) < MaxListItems {
-					caps[s] = true
+					caps[CapabilityName(s)] = true
 				}
 			}
 		}
@@ -130,4 +134,19 @@ func stringMap(m map[string]any, skip string) map[string]string {
 		out[k] = m[k].(string)
 	}
 	return out
+}
+
+// CleanHostPath is a hostPath volume's path as the node resolves it: "/etc/",
+// "//etc" and "/var/../etc" are all /etc. An empty path stays empty.
+func CleanHostPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	return path.Clean("/" + p)
+}
+
+// CapabilityName is a capability as container runtimes read it: upper case,
+// without the CAP_ prefix ("cap_sys_admin" and "SYS_ADMIN" are the same).
+func CapabilityName(c string) string {
+	return strings.TrimPrefix(strings.ToUpper(c), "CAP_")
 }

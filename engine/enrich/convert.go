@@ -49,7 +49,7 @@ func PodFromKube(kp *corev1.Pod) (*Pod, []*Container) {
 		if v.HostPath != nil {
 			p.HostPath = true
 			if len(p.HostPaths) < engine.MaxListItems {
-				p.HostPaths = append(p.HostPaths, v.HostPath.Path)
+				p.HostPaths = append(p.HostPaths, engine.CleanHostPath(v.HostPath.Path))
 			}
 		}
 	}
@@ -72,7 +72,7 @@ func PodFromKube(kp *corev1.Pod) (*Pod, []*Container) {
 		if sc.Capabilities != nil {
 			for _, c := range sc.Capabilities.Add {
 				if len(caps) < engine.MaxListItems {
-					caps[string(c)] = true
+					caps[engine.CapabilityName(string(c))] = true
 				}
 			}
 		}

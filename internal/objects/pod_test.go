@@ -34,7 +34,7 @@ func randomPod(r *rand.Rand) *corev1.Pod {
 		if r.IntN(2) == 0 {
 			sc.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
 			for range r.IntN(3) {
-				sc.Capabilities.Add = append(sc.Capabilities.Add, []corev1.Capability{"SYS_ADMIN", "NET_RAW", "SYS_PTRACE"}[r.IntN(3)])
+				sc.Capabilities.Add = append(sc.Capabilities.Add, []corev1.Capability{"SYS_ADMIN", "NET_RAW", "cap_sys_ptrace", "CAP_SYS_ADMIN"}[r.IntN(4)])
 			}
 		}
 		return sc
@@ -78,7 +78,7 @@ func randomPod(r *rand.Rand) *corev1.Pod {
 	for i := range r.IntN(3) {
 		v := corev1.Volume{Name: fmt.Sprintf("v%d", i)}
 		if r.IntN(2) == 0 {
-			v.HostPath = &corev1.HostPathVolumeSource{Path: []string{"/", "/var/lib/kubelet", ""}[r.IntN(3)]}
+			v.HostPath = &corev1.HostPathVolumeSource{Path: []string{"/", "/var/lib/kubelet/", "", "//etc/../root"}[r.IntN(4)]}
 		} else {
 			v.EmptyDir = &corev1.EmptyDirVolumeSource{}
 		}
