@@ -1,6 +1,10 @@
 package engine
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+)
 
 // Audit is an audit.k8s.io/v1 Event exactly as kube-apiserver writes it (same
 // field names), so a line of a real audit log can be pasted into a rule test.
@@ -20,8 +24,8 @@ type Audit struct {
 	UserAgent                string            `json:"userAgent,omitempty"`
 	ObjectRef                AuditObjectRef    `json:"objectRef,omitzero"`
 	ResponseStatus           Status            `json:"responseStatus,omitzero"`
-	RequestObject            map[string]any    `json:"requestObject,omitempty"`
-	ResponseObject           map[string]any    `json:"responseObject,omitempty"`
+	RequestObject            Body              `json:"requestObject,omitempty"`
+	ResponseObject           Body              `json:"responseObject,omitempty"`
 	RequestReceivedTimestamp time.Time         `json:"requestReceivedTimestamp,omitzero"`
 	StageTimestamp           time.Time         `json:"stageTimestamp,omitzero"`
 	Annotations              map[string]string `json:"annotations,omitempty"`
@@ -59,4 +63,24 @@ type Status struct {
 	Reason     string         `json:"reason,omitempty"`
 	Details    map[string]any `json:"details,omitempty"`
 	Code       int64          `json:"code,omitempty"`
+}
+
+// Body is the request or response body of an audit event, a JSON object as
+// a dynamic map. A body that is not an object (a JSON patch is an array; a
+// few subresources take a string) reads as absent instead of failing the
+// whole event: the request, its user and its verb still count.
+type Body map[string]any
+
+// UnmarshalJSON decodes an object and leaves anything else absent.
+func (b *Body) UnmarshalJSON(data []byte) error {
+	if d := bytes.TrimLeft(data, " \t\r\n"); len(d) == 0 || d[0] != '{' {
+		*b = nil
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	*b = m
+	return nil
 }

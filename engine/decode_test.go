@@ -188,3 +188,28 @@ func FuzzDecodeLine(f *testing.F) {
 		}
 	})
 }
+
+// A JSON patch's body is an array and some subresources take a string: the
+// event still decodes (its user, verb and response count), the body reads
+// as absent, and the object the response carries is still derived.
+func TestAuditBodiesThatAreNotObjectsDoNotLoseTheEvent(t *testing.T) {
+	line := `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"p1","stage":"ResponseComplete","verb":"patch","user":{"username":"mallory"},` +
+		`"objectRef":{"resource":"clusterroles","name":"system:node","apiGroup":"rbac.authorization.k8s.io"},"responseStatus":{"code":200},` +
+		`"requestObject":[{"op":"add","path":"/rules/-","value":{"verbs":["*"]}}],` +
+		`"responseObject":{"kind":"ClusterRole","apiVersion":"rbac.authorization.k8s.io/v1","metadata":{"name":"system:node"}}}`
+	ev, err := DecodeLine([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Audit.User.Username != "mallory" || ev.Audit.RequestObject != nil || ev.Audit.ResponseObject["kind"] != "ClusterRole" {
+		t.Fatalf("decoded %+v", ev.Audit)
+	}
+	if obj, ok := ObjectFromAudit(&ev); !ok || obj.Op != "update" {
+		t.Fatalf("no update derived from the patch's response: %v %+v", ok, obj)
+	}
+	for _, body := range []string{`"a string"`, `null`, `42`, ` [1]`} {
+		if _, err := DecodeAuditEvent([]byte(`{"auditID":"x","verb":"create","requestObject":` + body + `}`)); err != nil {
+			t.Errorf("body %s: %v", body, err)
+		}
+	}
+}
