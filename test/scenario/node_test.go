@@ -82,10 +82,10 @@ func TestScenarioOnARealNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
 	begin := time.Now()
-	n := node.StartT(t, node.Options{ControllerManager: true, Controller: &stack.Options{
+	n := node.StartT(t, node.Options{ControllerManager: true, StartTimeout: 20 * time.Minute, Controller: &stack.Options{
 		Root: root, Response: controllermgr.Response{Disable: true},
 	}})
 	s := &scene{t: t, ctx: ctx, n: n, admin: n.Stack.Client, dir: t.TempDir()}
