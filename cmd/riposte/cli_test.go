@@ -173,6 +173,37 @@ func TestReplayReportsBadLinesAndEvaluatesTheRest(t *testing.T) {
 	}
 }
 
+// Audit logs of older kube-apiservers (no apiVersion, sometimes no kind) are
+// taken as audit lines by their shape, and the object a request created
+// feeds object rules, with its actor.
+func TestReplayTakesOlderAuditLinesAndFeedsObjectRules(t *testing.T) {
+	out, errOut, code := run(t, "replay", "--rules", library, "--output", "json", "testdata/replay-older-audit.jsonl")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	got := map[string]alert{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var a alert
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		got[a.Rule] = a
+	}
+	for _, r := range []string{"pod-exec-or-attach", "privileged-pod", "ownerless-pod-created", "role-with-wildcard"} {
+		if _, ok := got[r]; !ok {
+			t.Errorf("no %s match; got %v\n%s", r, got, errOut)
+		}
+	}
+	if a := got["privileged-pod"]; a.Event == nil || a.Event.Kind != "object" || a.Event.Audit.User.Username != "bob" || a.Event.Pod.Name != "pwn" {
+		t.Errorf("privileged-pod match: %+v", a.Event)
+	}
+	if !strings.Contains(errOut, "3 events") || !strings.Contains(errOut, "0 bad lines") {
+		t.Errorf("summary:\n%s", errOut)
+	}
+}
+
 func TestCompileExplain(t *testing.T) {
 	out, _, code := run(t, "compile", "--explain", library+"/process/shell-in-container.yaml")
 	if code != 0 || !strings.Contains(out, "filter: kind in [exec] && basename in [ash,bash,busybox,csh,dash,ksh,sh,tcsh,zsh] && in a container") {
