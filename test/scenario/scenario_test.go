@@ -3,12 +3,8 @@ package scenario
 import (
 	"compress/gzip"
 	"encoding/json"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"testing"
@@ -17,8 +13,6 @@ import (
 	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/engine/ruleset"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata from the live scenario (build tag e2enode)")
 
 // The recording in testdata.
 const (
@@ -224,28 +218,4 @@ func openRecording(t testing.TB, path string) io.Reader {
 // through the shipped library, source by source.
 func TestRecordedScenario(t *testing.T) {
 	checkRecording(t, openRecording(t, auditFile), openRecording(t, kernelFile), readPhases(t, phaseFile))
-}
-
-// writeRecording stores a live run's recording in testdata.
-func writeRecording(audit, kernel []byte, ph phases) error {
-	if err := os.MkdirAll("testdata", 0o755); err != nil {
-		return err
-	}
-	for path, b := range map[string][]byte{auditFile: audit, kernelFile: kernel} {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		z, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
-		_, werr := z.Write(b)
-		cerr := z.Close()
-		if err := errors.Join(werr, cerr, f.Close()); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
-		}
-	}
-	b, err := json.MarshalIndent(ph, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Clean(phaseFile), append(b, '\n'), 0o644)
 }

@@ -208,9 +208,19 @@ func (t *Table) Get(pid int64) (*Entry, error) {
 	return e, nil
 }
 
+// execClockSlack is how much later than the kernel's record of an exec the
+// exec event's own timestamp may be: the exec sensor reads the clock twice in
+// one run, for the process map and for the event.
+const execClockSlack = uint64(time.Millisecond)
+
+// stale reports whether the kernel saw an exec of the process after the one
+// the entry reflects (the prefilter dropped its event).
 func (t *Table) stale(e *Entry) bool {
 	k, ok := t.kernelProc(e.PID)
-	return ok && k.ExecTime != e.ExecTime
+	if !ok {
+		return false
+	}
+	return k.ExecTime > e.ExecTime || e.ExecTime-k.ExecTime > execClockSlack
 }
 
 func (t *Table) kernelProc(pid int64) (KernelProc, bool) {
