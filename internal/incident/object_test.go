@@ -99,3 +99,41 @@ func TestWatchAndAuditOfOnePodFoldIntoOneIncident(t *testing.T) {
 		t.Fatalf("subject not completed from the watch: %+v", s)
 	}
 }
+
+// One change of an object, seen by the watch and in the audit log (whose
+// response body carries the same resourceVersion), counts once; both
+// sightings stay as samples, the audit one naming the actor.
+func TestTheSameChangeSeenTwiceCountsOnce(t *testing.T) {
+	ns := namespaces(t, 2)
+	own, shop := ns[0], ns[1]
+	w := NewWriter(kc, logr.Discard(), Options{Namespace: own, WriteQPS: 1000})
+	rule := compile(t, "privileged-pod", "", v1alpha1.DetectionRuleSpec{Source: "object", Severity: "high", Condition: `event.op == "create" && pod.privileged`})
+	watched := watchedPod(shop, "root", "uid-root")
+	watched.Object["metadata"].(map[string]any)["resourceVersion"] = "4711"
+	ae := engine.Event{Kind: engine.KindAudit, Time: time.Now(), Audit: engine.Audit{
+		Stage: "ResponseComplete", Verb: "create", ResponseStatus: engine.Status{Code: 201},
+		User:           engine.UserInfo{Username: "system:serviceaccount:" + shop + ":api"},
+		ObjectRef:      engine.AuditObjectRef{Resource: "pods", Namespace: shop, Name: "root"},
+		ResponseObject: watched.Object,
+	}}
+	audited, ok := engine.ObjectFromAudit(&ae)
+	if !ok {
+		t.Fatal("no object event derived")
+	}
+	ctx := context.Background()
+	w.Record(engine.Match{Rule: rule}, &watched)
+	w.Record(engine.Match{Rule: rule}, &audited)
+	// A later change of the same pod counts.
+	later := watchedPod(shop, "root", "uid-root")
+	later.Object["metadata"].(map[string]any)["resourceVersion"] = "4800"
+	w.Record(engine.Match{Rule: rule}, &later)
+	w.Flush(ctx)
+	var list v1alpha1.IncidentList
+	if err := kc.List(ctx, &list, client.InNamespace(shop)); err != nil || len(list.Items) != 1 {
+		t.Fatalf("%d incidents, %v", len(list.Items), err)
+	}
+	in := list.Items[0]
+	if in.Status.Count != 2 || len(in.Status.SampleEvents) != 3 || in.Spec.Subject.User == "" {
+		t.Errorf("count %d, %d samples, subject %+v: want 2 changes counted, 3 samples, the actor named", in.Status.Count, len(in.Status.SampleEvents), in.Spec.Subject)
+	}
+}

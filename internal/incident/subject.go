@@ -107,3 +107,40 @@ func objectIdentity(obj map[string]any) string {
 	}
 	return group + "/" + kind + "/" + ns + "/" + name
 }
+
+// changeKey names one change of an object across its two paths: the object,
+// the operation and the resourceVersion the change produced (the live
+// watch's object and an audit event's response body carry the same one).
+// Empty when unknown: a request body logged at Request level has none.
+func changeKey(ev *engine.Event) string {
+	if ev.Kind != engine.KindObject {
+		return ""
+	}
+	md, _ := ev.Object["metadata"].(map[string]any)
+	rv, _ := md["resourceVersion"].(string)
+	oid := objectIdentity(ev.Object)
+	if rv == "" || oid == "" {
+		return ""
+	}
+	return oid + "\x00" + ev.Op + "\x00" + rv
+}
+
+// maxChanges bounds the changes a window remembers; past it every match counts.
+const maxChanges = 64
+
+// sawChange records a change and reports whether the window had it already.
+func (w *window) sawChange(key string) bool {
+	if key == "" {
+		return false
+	}
+	if w.changes[key] {
+		return true
+	}
+	if len(w.changes) < maxChanges {
+		if w.changes == nil {
+			w.changes = map[string]bool{}
+		}
+		w.changes[key] = true
+	}
+	return false
+}

@@ -103,6 +103,9 @@ type window struct {
 	// spec.subject is patched at the next write.
 	subjectFilled bool
 	failures      int // consecutive failed writes
+	// changes are the object changes folded in (changeKey), so the same
+	// change seen by the live watch and in the audit log counts once.
+	changes map[string]bool
 }
 
 type metrics struct {
@@ -180,7 +183,9 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 		// queued (it is referenced by dirty) and is written before it goes.
 		w.open[key] = win
 	}
-	win.count++
+	if !win.sawChange(changeKey(ev)) {
+		win.count++
+	}
 	win.last = now
 	if backfill(&win.spec.Subject, &subject) {
 		win.subjectFilled = true
