@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 )
 
 // Audit is an audit.k8s.io/v1 Event exactly as kube-apiserver writes it (same
@@ -78,8 +79,11 @@ func (b *Body) UnmarshalJSON(data []byte) error {
 		return nil
 	}
 	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		return err
+	if !utf8.Valid(data) || fastJSON.Unmarshal(data, &m) != nil {
+		m = nil
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
 	}
 	*b = m
 	return nil

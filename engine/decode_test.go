@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +213,51 @@ func TestAuditBodiesThatAreNotObjectsDoNotLoseTheEvent(t *testing.T) {
 		if _, err := DecodeAuditEvent([]byte(`{"auditID":"x","verb":"create","requestObject":` + body + `}`)); err != nil {
 			t.Errorf("body %s: %v", body, err)
 		}
+	}
+}
+
+// FuzzFastAuditDecodeAgreesWithEncodingJSON: audit lines are decoded with a
+// faster JSON decoder, falling back to encoding/json when it fails. Whatever
+// the fast decoder accepts, encoding/json accepts too and decodes to the same
+// event: the fast path changes speed, never meaning.
+func FuzzFastAuditDecodeAgreesWithEncodingJSON(f *testing.F) {
+	f.Add([]byte(auditLine))
+	for _, l := range olderAuditLines {
+		f.Add([]byte(l))
+	}
+	f.Add([]byte(`{"auditID":"x","verb":"get","requestObject":[1,2],"responseObject":{"a":"\u00e9\ud800","b":1e400}}`))
+	f.Add([]byte(`{"auditID":"\xff\xfe","verb":"get"}`))
+	f.Add([]byte(`{"AUDITID":"x","Verb":"get","user":{"USERNAME":"a"}}`))
+	f.Add([]byte(`{"auditID":"x","verb":"get"} trailing`))
+	f.Add([]byte(`{"auditID":"x","verb":"get","annotations":{"a":1}}`))
+	f.Add([]byte(`{"auditID":"x","verb":"get","responseStatus":{"code":1.5}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast, std Audit
+		if !fastAudit(data, &fast) {
+			return
+		}
+		if err := json.Unmarshal(data, &std); err != nil {
+			t.Fatalf("the fast decoder accepted %q, encoding/json rejects it: %v", data, err)
+		}
+		if !reflect.DeepEqual(fast, std) {
+			t.Fatalf("%q decodes differently:\nfast %+v\nstd  %+v", data, fast, std)
+		}
+	})
+}
+
+// A body with invalid UTF-8 decodes as encoding/json decodes it (invalid
+// bytes replaced), whichever decoder reads the line around it.
+func TestBodyWithInvalidUTF8DecodesAsEncodingJSON(t *testing.T) {
+	data := []byte("{\"a\":\"\xb9\"}")
+	var b Body
+	if err := b.UnmarshalJSON(data); err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]any
+	if err := json.Unmarshal(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(map[string]any(b), want) {
+		t.Errorf("body %q, want %q", b["a"], want["a"])
 	}
 }

@@ -2,9 +2,12 @@ package engine
 
 import (
 	"encoding/json"
+
 	"errors"
 	"fmt"
+	jsoniter "github.com/json-iterator/go"
 	"strings"
+	"unicode/utf8"
 )
 
 // A line of a recorded stream is in one of two JSON forms: riposte's own
@@ -69,7 +72,11 @@ func (u *UserInfo) isZero() bool {
 // a riposte line is looked at loosely first, then decoded strictly.
 func decodeLine(line []byte) (Event, error) {
 	var a Audit
-	err := json.Unmarshal(line, &a)
+	var err error
+	if !fastAudit(line, &a) {
+		a = Audit{}
+		err = json.Unmarshal(line, &a)
+	}
 	var te *json.UnmarshalTypeError
 	if err != nil && !errors.As(err, &te) {
 		return Event{}, fmt.Errorf("decode line: %w", jsonErr(err))
@@ -115,4 +122,18 @@ func isAuditLine(line []byte) bool {
 		return false
 	}
 	return formOf(&a).audit
+}
+
+// fastJSON decodes audit events, the bulk of a replay and of the audit
+// source, at about twice the speed of encoding/json.
+var fastJSON = jsoniter.ConfigCompatibleWithStandardLibrary
+
+// fastAudit decodes a line with fastJSON when that cannot differ from
+// encoding/json: valid UTF-8 (encoding/json replaces invalid bytes, the fast
+// decoder keeps them) and no error (an error, or a type mismatch
+// encoding/json reports after decoding the rest, takes the encoding/json
+// path, whose messages and partial results the callers rely on).
+// FuzzFastAuditDecodeAgreesWithEncodingJSON holds the two to the same result.
+func fastAudit(line []byte, a *Audit) bool {
+	return utf8.Valid(line) && fastJSON.Unmarshal(line, a) == nil
 }

@@ -25,6 +25,7 @@ var (
 	poolRes      = []string{"pods", "secrets", "nodes", "selfsubjectaccessreviews"}
 	poolSubres   = []string{"exec", "attach", "proxy", "", "log"}
 	poolNS       = []string{"shop", "kube-system", ""}
+	poolObjKinds = []string{"Pod", "ClusterRole", "Service", ""}
 )
 
 func pick[T any](r *rand.Rand, s []T) T { return s[r.IntN(len(s))] }
@@ -49,7 +50,7 @@ func lit(v any) string {
 // constraint analysis understands, or from forms it must ignore.
 func randomAtom(r *rand.Rand) string {
 	kinds := AllKinds()
-	switch r.IntN(24) {
+	switch r.IntN(26) {
 	case 0:
 		return "event.kind == " + lit(string(pick(r, kinds)))
 	case 1:
@@ -97,6 +98,10 @@ func randomAtom(r *rand.Rand) string {
 		return "file.path in " + quoteList(r, poolPaths)
 	case 22:
 		return "file.path.startsWith(" + lit(pick(r, poolPrefixes)) + ") || file.path.startsWith(" + lit(pick(r, poolPrefixes)) + ")"
+	case 23:
+		return "object.kind == " + lit(pick(r, poolObjKinds))
+	case 24:
+		return "object.kind in " + quoteList(r, poolObjKinds)
 	default:
 		return "process.uid == 0"
 	}
@@ -137,6 +142,12 @@ func randomEvent(r *rand.Rand) Event {
 	ev.Pod.Namespace = pick(r, poolNS)
 	if r.IntN(2) == 0 {
 		ev.Container.ID = "c1"
+	}
+	switch r.IntN(3) {
+	case 0:
+		ev.Object = map[string]any{"kind": pick(r, poolObjKinds), "metadata": map[string]any{"namespace": pick(r, poolNS)}}
+	case 1:
+		ev.Object = map[string]any{"metadata": map[string]any{}}
 	}
 	Normalize(&ev)
 	return ev
