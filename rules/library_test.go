@@ -3,6 +3,7 @@ package rules_test
 import (
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -73,8 +74,12 @@ func TestEveryRuleIsDocumentedTaggedAndTested(t *testing.T) {
 			t.Errorf("%s: %d tests that fire and %d that do not; want at least one of each", where, pos, neg)
 		}
 		tests += len(s.Tests)
-		if !strings.Contains(string(readme), "`"+r.ID()+"`") {
-			t.Errorf("%s: not listed in rules/README.md", where)
+		row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(r.ID()) + "` \\|.*\\| ([0-9]+) \\|$").FindStringSubmatch(string(readme))
+		switch {
+		case row == nil:
+			t.Errorf("%s: no row in the tables of rules/README.md", where)
+		case row[1] != strconv.Itoa(len(s.Tests)):
+			t.Errorf("%s: rules/README.md says %s tests, the rule has %d", where, row[1], len(s.Tests))
 		}
 		if engine.Source(s.Source).Kinds() == nil {
 			t.Errorf("%s: unknown source %q", where, s.Source)
