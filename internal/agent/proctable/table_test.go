@@ -187,7 +187,9 @@ func TestExecutableFlagsFollowTheProcess(t *testing.T) {
 // event told (its executable's drift flags) instead of being read again from
 // /proc on every later event of the process.
 func TestExecSeenByItsEventIsNotStale(t *testing.T) {
-	kernel := func(p uint32) (KernelProc, bool) { return KernelProc{ExecTime: 1_000_000, PPID: 1, Binary: "/tmp/x"}, p == 40 }
+	kernel := func(p uint32) (KernelProc, bool) {
+		return KernelProc{ExecTime: 1_000_000, PPID: 1, Binary: "/tmp/x"}, p == 40
+	}
 	tb := New(Options{Proc: t.TempDir(), Kernel: kernel})
 	tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 40, PPID: 1, Binary: "/tmp/x", Exe: engine.Exe{Upper: true}}}, 1_002_500)
 	conn := &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: 40}}
@@ -196,7 +198,9 @@ func TestExecSeenByItsEventIsNotStale(t *testing.T) {
 		t.Errorf("the entry of the exec just seen was taken for stale: %+v", conn.Process)
 	}
 	// An exec the kernel saw later (its event dropped) makes it stale.
-	later := func(p uint32) (KernelProc, bool) { return KernelProc{ExecTime: 9_000_000, PPID: 1, Binary: "/bin/true"}, p == 40 }
+	later := func(p uint32) (KernelProc, bool) {
+		return KernelProc{ExecTime: 9_000_000, PPID: 1, Binary: "/bin/true"}, p == 40
+	}
 	tb2 := New(Options{Proc: t.TempDir(), Kernel: later})
 	tb2.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 40, PPID: 1, Binary: "/tmp/x", Exe: engine.Exe{Upper: true}}}, 1_002_500)
 	conn = &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: 40}}
