@@ -47,7 +47,7 @@ test: setup testenv build check ## every test: unit, property, fuzz seeds, real 
 	@echo "== under the race detector: $(RACE_PKGS)"
 	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -race -count=1 -timeout 30m $(RACE_PKGS)
 	@echo "== the real node: kubelet, containerd, real pods, the riposte agent on them"
-	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 20m ./test/node/ ./test/e2e/
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 30m ./test/node/ ./test/e2e/ ./test/scenario/
 	$(BIN)/riposte test --junit $(CACHE)/rules-junit.xml rules
 	$(BIN)/riposte lint --strict rules
 	@bash hack/check-leftovers.sh
@@ -63,9 +63,9 @@ $(STATICCHECK):
 check: setup $(STATICCHECK) check-generated-bpf ## gofmt, go vet, staticcheck, committed eBPF objects match their C sources
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/
+	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/ ./test/scenario/
 	$(STATICCHECK) ./...
-	$(STATICCHECK) -tags e2enode ./test/node/ ./test/e2e/
+	$(STATICCHECK) -tags e2enode ./test/node/ ./test/e2e/ ./test/scenario/
 
 .PHONY: faults
 faults: ## the fault tests with their figures (docs/reliability.md), without the race detector (root)
@@ -73,7 +73,7 @@ faults: ## the fault tests with their figures (docs/reliability.md), without the
 
 .PHONY: bench
 bench: ## the benchmarks behind docs/benchmarks.md
-	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/... ./internal/audit ./internal/incident
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/... ./internal/audit ./internal/incident ./test/scenario
 
 .PHONY: fuzz
 fuzz: ## fuzz the event decoder, the compiler and the rule loader for 60 s each (seed corpora run in make test)
@@ -133,9 +133,9 @@ bench-agent: ## agent benchmarks: overhead on/off, kernel drop fraction, decode,
 
 # ---- the real node (test/node): Debian packages containerd runc containernetworking-plugins busybox-static
 .PHONY: e2e-node
-e2e-node: testenv ## end-to-end tests on a real node (kubelet, containerd, real pods): test/node and test/e2e (root)
-	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/
-	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 20m ./test/node/ ./test/e2e/
+e2e-node: testenv ## end-to-end tests on a real node (kubelet, containerd, real pods): test/node, test/e2e and test/scenario (root)
+	$(GO) vet -tags e2enode ./test/node/ ./test/e2e/ ./test/scenario/
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -tags e2enode -count=1 -timeout 30m ./test/node/ ./test/e2e/ ./test/scenario/
 	@bash hack/check-leftovers.sh
 
 # ---- GitOps (test/gitops): Flux's source-controller and kustomize-controller from test/tools/flux, git

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Audit is an audit.k8s.io/v1 Event exactly as kube-apiserver writes it (same
@@ -24,8 +27,8 @@ type Audit struct {
 	UserAgent                string            `json:"userAgent,omitempty"`
 	ObjectRef                AuditObjectRef    `json:"objectRef,omitzero"`
 	ResponseStatus           Status            `json:"responseStatus,omitzero"`
-	RequestObject            map[string]any    `json:"requestObject,omitempty"`
-	ResponseObject           map[string]any    `json:"responseObject,omitempty"`
+	RequestObject            Body              `json:"requestObject,omitempty"`
+	ResponseObject           Body              `json:"responseObject,omitempty"`
 	RequestReceivedTimestamp time.Time         `json:"requestReceivedTimestamp,omitzero"`
 	StageTimestamp           time.Time         `json:"stageTimestamp,omitzero"`
 	Annotations              map[string]string `json:"annotations,omitempty"`
@@ -100,4 +103,27 @@ func ConnectionIP(a *Audit) string {
 		return ""
 	}
 	return a.SourceIPs[len(a.SourceIPs)-1]
+}
+
+// Body is the request or response body of an audit event, a JSON object as
+// a dynamic map. A body that is not an object (a JSON patch is an array; a
+// few subresources take a string) reads as absent instead of failing the
+// whole event: the request, its user and its verb still count.
+type Body map[string]any
+
+// UnmarshalJSON decodes an object and leaves anything else absent.
+func (b *Body) UnmarshalJSON(data []byte) error {
+	if d := bytes.TrimLeft(data, " \t\r\n"); len(d) == 0 || d[0] != '{' {
+		*b = nil
+		return nil
+	}
+	var m map[string]any
+	if !utf8.Valid(data) || fastJSON.Unmarshal(data, &m) != nil {
+		m = nil
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
+	}
+	*b = m
+	return nil
 }

@@ -38,6 +38,8 @@ type Constraints struct {
 	AuditVerbs        []string `json:"auditVerbs,omitempty"`
 	AuditResources    []string `json:"auditResources,omitempty"`
 	AuditSubresources []string `json:"auditSubresources,omitempty"`
+	// ObjectKinds are values of object.kind (object events).
+	ObjectKinds []string `json:"objectKinds,omitempty"`
 	// ContainerOnly: the rule requires container.id != "".
 	ContainerOnly bool `json:"containerOnly,omitempty"`
 	// Namespace scopes a namespaced DetectionRule to events of its namespace.
@@ -57,6 +59,7 @@ const (
 	attrVerb          = "audit.verb"
 	attrResource      = "audit.objectRef.resource"
 	attrSubresource   = "audit.objectRef.subresource"
+	attrObjectKind    = "object.kind"
 	attrContainerID   = "container.id"
 	markContainerOnly = "\x00nonempty" // value recorded for container.id != ""
 )
@@ -98,6 +101,7 @@ func deriveConstraints(expr ast.Expr, source Source) Constraints {
 	c.AuditVerbs = stringsOf(cs, attrVerb)
 	c.AuditResources = stringsOf(cs, attrResource)
 	c.AuditSubresources = stringsOf(cs, attrSubresource)
+	c.ObjectKinds = stringsOf(cs, attrObjectKind)
 	if s, ok := cs[attrPeerIP]; ok {
 		c.PeerCIDRs = []netip.Prefix{}
 		for v := range s.values {
@@ -245,7 +249,7 @@ func derive(e ast.Expr) cset {
 func indexed(attr string) bool {
 	switch attr {
 	case attrKind, attrBinary, attrBasename, attrPath, attrPeerPort, attrLocalPort,
-		attrVerb, attrResource, attrSubresource:
+		attrVerb, attrResource, attrSubresource, attrObjectKind:
 		return true
 	}
 	return false
@@ -408,6 +412,7 @@ func (c Constraints) Explain() string {
 	add("audit verb", c.AuditVerbs)
 	add("audit resource", c.AuditResources)
 	add("audit subresource", c.AuditSubresources)
+	add("object kind", c.ObjectKinds)
 	if c.ContainerOnly {
 		parts = append(parts, "in a container")
 	}
@@ -453,6 +458,12 @@ func (c Constraints) Admits(ev *Event) bool {
 	}
 	if c.AuditSubresources != nil && !slices.Contains(c.AuditSubresources, ev.Audit.ObjectRef.Subresource) {
 		return false
+	}
+	if c.ObjectKinds != nil {
+		kind, _ := ev.Object["kind"].(string)
+		if !slices.Contains(c.ObjectKinds, kind) {
+			return false
+		}
 	}
 	if c.ContainerOnly && ev.Container.ID == "" {
 		return false

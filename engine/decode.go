@@ -7,68 +7,63 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // DecodeEvent decodes one event in riposte's JSON form. Unknown fields are
 // errors, so a misspelt field in a rule test is caught rather than ignored.
 // The event is normalised and bounded (see Normalize and Bound).
 func DecodeEvent(data []byte) (Event, error) {
+	ev, err := decodeStrict(data)
+	if err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	return ev, nil
+}
+
+func decodeStrict(data []byte) (Event, error) {
 	var ev Event
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&ev); err != nil {
-		return Event{}, fmt.Errorf("decode event: %w", jsonErr(err))
+		return Event{}, jsonErr(err)
 	}
 	if dec.More() {
-		return Event{}, errors.New("decode event: trailing data after the event")
+		return Event{}, errors.New("trailing data after the event")
 	}
 	if ev.Kind == "" {
-		return Event{}, errors.New("decode event: missing \"kind\"")
+		return Event{}, errors.New("missing \"kind\"")
 	}
 	if ev.Kind != KindEnforce && ev.Kind.Source() == "" {
-		return Event{}, fmt.Errorf("decode event: unknown kind %q", ev.Kind)
+		return Event{}, fmt.Errorf("unknown kind %q", ev.Kind)
 	}
 	Normalize(&ev)
 	return ev, nil
 }
 
-// DecodeAuditEvent decodes one audit.k8s.io/v1 Event, as kube-apiserver writes
+// DecodeAuditEvent decodes one audit.k8s.io Event, as kube-apiserver writes
 // it to its log file or posts it to an audit webhook, into an audit event.
 // Fields riposte does not know are ignored: the API server may add some.
 func DecodeAuditEvent(data []byte) (Event, error) {
-	ev := Event{Kind: KindAudit}
-	if err := json.Unmarshal(data, &ev.Audit); err != nil {
+	var a Audit
+	if err := json.Unmarshal(data, &a); err != nil {
 		return Event{}, fmt.Errorf("decode audit event: %w", jsonErr(err))
 	}
-	if ev.Audit.AuditID == "" && ev.Audit.Verb == "" {
-		return Event{}, errors.New("decode audit event: neither auditID nor verb is set")
+	ev, err := auditEvent(&a)
+	if err != nil {
+		return Event{}, fmt.Errorf("decode audit event: %w", err)
 	}
-	Normalize(&ev)
 	return ev, nil
 }
 
-// IsAuditLine reports whether a JSON line is an audit.k8s.io Event rather than
-// a riposte event.
-func IsAuditLine(line []byte) bool {
-	var head struct {
-		Kind       string `json:"kind"`
-		APIVersion string `json:"apiVersion"`
-	}
-	if json.Unmarshal(line, &head) != nil {
-		return false
-	}
-	return head.Kind == "Event" && strings.HasPrefix(head.APIVersion, "audit.k8s.io/")
-}
+// IsAuditLine reports whether a JSON line is taken for an audit event rather
+// than a riposte event: by apiVersion audit.k8s.io/*, or, without one, by the
+// fields only audit events have (auditID, stage, verb, requestURI, user).
+func IsAuditLine(line []byte) bool { return isAuditLine(line) }
 
 // DecodeLine decodes a line of a recorded stream: a riposte event or an audit
-// log line, told apart automatically.
-func DecodeLine(line []byte) (Event, error) {
-	if IsAuditLine(line) {
-		return DecodeAuditEvent(line)
-	}
-	return DecodeEvent(line)
-}
+// log line, told apart by its shape. A line that fits neither form fails with
+// an error saying which form it was taken for and why.
+func DecodeLine(line []byte) (Event, error) { return decodeLine(line) }
 
 // LineError is a line of a stream that could not be decoded.
 type LineError struct {

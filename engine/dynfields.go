@@ -27,6 +27,62 @@ var dynFields = map[string]map[string]dynField{
 	},
 }
 
+// stringFields are the string fields rules read most (every audit rule
+// tests a few of them), read directly rather than through reflection: the
+// per-event cost of an audit rule is mostly these reads.
+var stringFields = map[string]map[string]func(v any) string{
+	celTypeName(reflect.TypeFor[Event]()): {
+		"kind": func(v any) string { return string(asEvent(v).Kind) },
+		"op":   func(v any) string { return asEvent(v).Op },
+	},
+	celTypeName(reflect.TypeFor[Audit]()): {
+		"stage":      func(v any) string { return asAudit(v).Stage },
+		"verb":       func(v any) string { return asAudit(v).Verb },
+		"userAgent":  func(v any) string { return asAudit(v).UserAgent },
+		"requestURI": func(v any) string { return asAudit(v).RequestURI },
+	},
+	celTypeName(reflect.TypeFor[UserInfo]()): {
+		"username": func(v any) string { return asUserInfo(v).Username },
+	},
+	celTypeName(reflect.TypeFor[AuditObjectRef]()): {
+		"resource":    func(v any) string { return asObjectRef(v).Resource },
+		"subresource": func(v any) string { return asObjectRef(v).Subresource },
+		"namespace":   func(v any) string { return asObjectRef(v).Namespace },
+		"name":        func(v any) string { return asObjectRef(v).Name },
+		"apiGroup":    func(v any) string { return asObjectRef(v).APIGroup },
+	},
+}
+
+func asEvent(v any) *Event {
+	switch e := v.(type) {
+	case *Event:
+		return e
+	case Event:
+		return &e
+	}
+	return &Event{}
+}
+
+func asUserInfo(v any) *UserInfo {
+	switch u := v.(type) {
+	case *UserInfo:
+		return u
+	case UserInfo:
+		return &u
+	}
+	return &UserInfo{}
+}
+
+func asObjectRef(v any) *AuditObjectRef {
+	switch r := v.(type) {
+	case *AuditObjectRef:
+		return r
+	case AuditObjectRef:
+		return &r
+	}
+	return &AuditObjectRef{}
+}
+
 func asAudit(v any) *Audit {
 	switch a := v.(type) {
 	case *Audit:
@@ -61,6 +117,13 @@ func (p dynProvider) FindStructFieldNames(structType string) ([]string, bool) {
 }
 
 func (p dynProvider) FindStructFieldType(structType, fieldName string) (*types.FieldType, bool) {
+	if get, ok := stringFields[structType][fieldName]; ok {
+		return &types.FieldType{
+			Type:    cel.StringType,
+			IsSet:   func(v any) bool { return get(v) != "" },
+			GetFrom: func(v any) (any, error) { return get(v), nil },
+		}, true
+	}
 	if f, ok := dynFields[structType][fieldName]; ok {
 		return &types.FieldType{
 			Type:  dynMapType,

@@ -208,6 +208,16 @@ type Pod struct {
 	HostPath    bool   `json:"hostPath,omitempty"`   // some volume is a hostPath
 	IP          string `json:"ip,omitempty"`
 	Node        string `json:"node,omitempty"`
+	// HostPaths are the host paths of the pod's hostPath volumes.
+	HostPaths []string `json:"hostPaths,omitempty"`
+	// Capabilities are the capabilities some container (init and ephemeral
+	// included) adds, sorted, each once.
+	Capabilities []string `json:"capabilities,omitempty"`
+	// AllowPrivilegeEscalation is true when some container sets
+	// securityContext.allowPrivilegeEscalation: true.
+	AllowPrivilegeEscalation bool `json:"allowPrivilegeEscalation,omitempty"`
+	// Images are the images of the containers: init, regular, ephemeral.
+	Images []string `json:"images,omitempty"`
 }
 
 // OwnerReference is one entry of metadata.ownerReferences.

@@ -25,7 +25,8 @@ type Stats struct {
 
 // Matcher evaluates events against a fixed set of rules, each event only
 // against its candidate rules: those whose kind, namespace and literal
-// constraints (binary, base name, audit verb/resource/subresource, ports) fit
+// constraints (binary, base name, audit verb/resource/subresource, object
+// kind, ports) fit
 // the event. A Matcher is built once per rule-set change.
 type Matcher struct {
 	rules  []*Rule
@@ -44,6 +45,7 @@ type bucket struct {
 	subresource map[string][]*Rule
 	resource    map[string][]*Rule
 	verb        map[string][]*Rule
+	objectKind  map[string][]*Rule
 	peerPort    map[int64][]*Rule
 	localPort   map[int64][]*Rule
 	// pathDir files rules by the leading directories of their file.path
@@ -106,7 +108,8 @@ func (b *bucket) add(k Kind, r *Rule) {
 		}
 	case SourceAudit:
 		switch {
-		case c.AuditSubresources != nil:
+		// Most requests have no subresource: "" selects nothing.
+		case c.AuditSubresources != nil && !slices.Contains(c.AuditSubresources, ""):
 			addTo(&b.subresource, c.AuditSubresources, r)
 			return
 		case c.AuditResources != nil:
@@ -114,6 +117,11 @@ func (b *bucket) add(k Kind, r *Rule) {
 			return
 		case c.AuditVerbs != nil:
 			addTo(&b.verb, c.AuditVerbs, r)
+			return
+		}
+	case SourceObject:
+		if c.ObjectKinds != nil {
+			addTo(&b.objectKind, c.ObjectKinds, r)
 			return
 		}
 	case SourceFile:
@@ -178,6 +186,10 @@ func (m *Matcher) Match(ev *Event, dst []Match) []Match {
 	}
 	if b.verb != nil {
 		try(b.verb[ev.Audit.Verb])
+	}
+	if b.objectKind != nil {
+		kind, _ := ev.Object["kind"].(string)
+		try(b.objectKind[kind])
 	}
 	if b.pathDir != nil {
 		d1, d2 := leadingDirs(ev.File.Path)

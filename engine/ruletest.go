@@ -64,6 +64,7 @@ func budgetMessage(err error) string {
 
 // check evaluates the rule on ev against an expectation and explains a failure.
 func (r *Rule) check(ctx context.Context, ev *Event, expect, output string) (bool, string) {
+	ev, derived := r.testEvent(ev)
 	v := Verdict{}
 	if r.Applies(ev) {
 		v = r.EvalContext(ctx, ev)
@@ -81,6 +82,8 @@ func (r *Rule) check(ctx context.Context, ev *Event, expect, output string) (boo
 			switch {
 			case v.Exception != "":
 				why = fmt.Sprintf("exception %q dropped the match", v.Exception)
+			case !derived && r.source == SourceObject && ev.Kind == KindAudit:
+				why = "the audit event carries no object: an object event comes from a successful create, update, patch or delete at stage ResponseComplete with the object in responseObject (or, for create and update, requestObject)"
 			case !r.Applies(ev):
 				why = fmt.Sprintf("the rule does not see %q events", ev.Kind)
 				if r.namespace != "" {
@@ -105,10 +108,25 @@ func (r *Rule) check(ctx context.Context, ev *Event, expect, output string) (boo
 }
 
 // Check evaluates the rule on an event and reports whether it fired, the way
-// test files use it (cost-limited and stopped when ctx ends).
+// test files use it (cost-limited and stopped when ctx ends). An object
+// rule given an audit event is evaluated on the object event the audit
+// event carries (ObjectFromAudit), as in a cluster.
 func (r *Rule) Check(ctx context.Context, ev *Event) Verdict {
+	ev, _ = r.testEvent(ev)
 	if !r.Applies(ev) {
 		return Verdict{}
 	}
 	return r.EvalContext(ctx, ev)
+}
+
+// testEvent is the event a test of the rule evaluates: for an object rule
+// given an audit event, the object event derived from it, if any.
+func (r *Rule) testEvent(ev *Event) (*Event, bool) {
+	if r.source != SourceObject || ev.Kind != KindAudit {
+		return ev, false
+	}
+	if o, ok := ObjectFromAudit(ev); ok {
+		return &o, true
+	}
+	return ev, false
 }

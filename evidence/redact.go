@@ -11,12 +11,14 @@ const RedactedMarker = "<redacted by riposte>"
 // Redact redacts v in place: a JSON-shaped tree of map[string]any and []any.
 // It blanks container env values (names stay, rules and analysts need them),
 // the last-applied-configuration annotation (it repeats the object it was
-// applied from), and the data and stringData of Secrets.
+// applied from), the data and stringData of Secrets, and the data and
+// binaryData of ConfigMaps (credentials are put there too; keys stay, so
+// an analyst sees which).
 func Redact(v any) {
 	switch t := v.(type) {
 	case map[string]any:
-		if t["kind"] == "Secret" {
-			for _, k := range []string{"data", "stringData"} {
+		if t["kind"] == "Secret" || t["kind"] == "ConfigMap" {
+			for _, k := range []string{"data", "stringData", "binaryData"} {
 				if m, ok := t[k].(map[string]any); ok {
 					for key := range m {
 						m[key] = RedactedMarker

@@ -9,14 +9,15 @@ func TestJSONRedactsSecretsAndKeepsTheRest(t *testing.T) {
 	in := `{"kind":"object","object":{"apiVersion":"v1","kind":"Pod",
 	  "metadata":{"name":"api","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"env\":\"TOKEN=s3cr3t\"}"}},
 	  "spec":{"containers":[{"name":"c","env":[{"name":"TOKEN","value":"s3cr3t"},{"name":"FROM","valueFrom":{"secretKeyRef":{"name":"db","key":"pw"}}}]}]}},
-	  "audit":{"requestObject":{"kind":"Secret","metadata":{"name":"db"},"data":{"pw":"czNjcjN0"},"stringData":{"pw2":"s3cr3t"}}}}`
+	  "audit":{"requestObject":{"kind":"Secret","metadata":{"name":"db"},"data":{"pw":"czNjcjN0"},"stringData":{"pw2":"s3cr3t"}},
+	    "responseObject":{"kind":"ConfigMap","metadata":{"name":"cfg"},"data":{"aws_secret_access_key":"wJalrXUt"},"binaryData":{"key.pem":"LS0tLS1CRUdJTg=="}}}}`
 	out := string(RedactJSON([]byte(in)))
-	for _, leak := range []string{"s3cr3t", "czNjcjN0"} {
+	for _, leak := range []string{"s3cr3t", "czNjcjN0", "wJalrXUt", "LS0tLS1CRUdJTg=="} {
 		if strings.Contains(out, leak) {
 			t.Errorf("%q survived: %s", leak, out)
 		}
 	}
-	for _, keep := range []string{`"name":"TOKEN"`, `"name":"FROM"`, `"secretKeyRef"`, `"pw"`, `"pw2"`, `"name":"db"`, RedactedMarker} {
+	for _, keep := range []string{`"name":"TOKEN"`, `"name":"FROM"`, `"secretKeyRef"`, `"pw"`, `"pw2"`, `"name":"db"`, `"aws_secret_access_key"`, `"key.pem"`, RedactedMarker} {
 		if !strings.Contains(out, keep) {
 			t.Errorf("%s was lost: %s", keep, out)
 		}

@@ -156,17 +156,51 @@ func TestReplayReportsBadLinesAndEvaluatesTheRest(t *testing.T) {
 		}
 		alerts = append(alerts, a)
 	}
-	if len(alerts) != 2 {
-		t.Fatalf("want 2 alerts (the second shell is throttled), got %d:\n%s", len(alerts), out)
+	if len(alerts) != 3 {
+		t.Fatalf("want 3 alerts (the second shell throttled but printed), got %d:\n%s", len(alerts), out)
 	}
-	if alerts[0].Rule != "shell-in-container" || alerts[0].Severity != "high" || alerts[0].Event.Pod.Name != "web" {
+	if alerts[0].Rule != "shell-in-container" || alerts[0].Severity != "high" || alerts[0].Event.Pod.Name != "web" || alerts[0].Suppressed {
 		t.Fatalf("first alert %+v", alerts[0])
 	}
-	if alerts[1].Rule != "serviceaccount-selfsubjectaccessreview" || alerts[1].Event.Audit.AuditID != "aud-42" {
-		t.Fatalf("the audit match must carry its auditID: %+v", alerts[1])
+	if alerts[1].Rule != "shell-in-container" || !alerts[1].Suppressed || !strings.Contains(out, `"suppressed":true`) {
+		t.Fatalf("the throttled shell must be printed and marked suppressed: %+v", alerts[1])
+	}
+	if alerts[2].Rule != "serviceaccount-selfsubjectaccessreview" || alerts[2].Event.Audit.AuditID != "aud-42" || alerts[2].Suppressed {
+		t.Fatalf("the audit match must carry its auditID: %+v", alerts[2])
 	}
 	if !strings.Contains(errOut, "shell-in-container") || !strings.Contains(errOut, "4 events, 3 matches") || !strings.Contains(errOut, "1 bad lines") {
 		t.Fatalf("summary:\n%s", errOut)
+	}
+}
+
+// Audit logs of older kube-apiservers (no apiVersion, sometimes no kind) are
+// taken as audit lines by their shape, and the object a request created
+// feeds object rules, with its actor.
+func TestReplayTakesOlderAuditLinesAndFeedsObjectRules(t *testing.T) {
+	out, errOut, code := run(t, "replay", "--rules", library, "--output", "json", "testdata/replay-older-audit.jsonl")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	got := map[string]alert{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var a alert
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		got[a.Rule] = a
+	}
+	for _, r := range []string{"pod-exec-or-attach", "privileged-pod", "ownerless-pod-created", "role-with-wildcard"} {
+		if _, ok := got[r]; !ok {
+			t.Errorf("no %s match; got %v\n%s", r, got, errOut)
+		}
+	}
+	if a := got["privileged-pod"]; a.Event == nil || a.Event.Kind != "object" || a.Event.Audit.User.Username != "bob" || a.Event.Pod.Name != "pwn" {
+		t.Errorf("privileged-pod match: %+v", a.Event)
+	}
+	if !strings.Contains(errOut, "3 events") || !strings.Contains(errOut, "0 bad lines") {
+		t.Errorf("summary:\n%s", errOut)
 	}
 }
 

@@ -19,18 +19,30 @@ func init() {
 
 // alert is the JSON form of a match, shared by replay and run.
 type alert struct {
-	Time     time.Time     `json:"time"`
-	Rule     string        `json:"rule"`
-	Severity string        `json:"severity"`
-	Tags     []string      `json:"tags,omitempty"`
-	Output   string        `json:"output"`
-	Event    *engine.Event `json:"event"`
+	Time     time.Time `json:"time"`
+	Rule     string    `json:"rule"`
+	Severity string    `json:"severity"`
+	Tags     []string  `json:"tags,omitempty"`
+	Output   string    `json:"output"`
+	// Suppressed marks a match the rule's throttle folded into an earlier
+	// one: replay prints it anyway, so a forensic replay loses nothing.
+	Suppressed bool          `json:"suppressed,omitempty"`
+	Event      *engine.Event `json:"event"`
 }
 
 func replayCmd(args []string) int {
 	fs := pflag.NewFlagSet("riposte replay", pflag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: riposte replay [--rules PATH] [--output text|json] FILE...\n\nEvaluates rules over recorded events: riposte JSON lines or Kubernetes audit\nlogs (one audit.k8s.io/v1 Event per line, as --audit-log-path writes them),\ndetected per line. Prints each match and a per-rule summary. A line that does\nnot decode is reported and the rest are still evaluated. FILE - reads stdin.\nWithout --rules the library embedded in the binary is used.")
+		fmt.Fprintln(os.Stderr, `usage: riposte replay [--rules PATH] [--output text|json] FILE...
+
+Evaluates rules over recorded events: riposte JSON lines or Kubernetes audit
+logs (one audit.k8s.io Event per line, as --audit-log-path writes them, with
+or without apiVersion), told apart per line by their shape. An audit event
+that creates, changes or deletes an object with its body also feeds object
+rules. Prints each match and a per-rule summary; --output json prints the
+matches a throttle folds too, marked "suppressed": true. A line that does not
+decode is reported and the rest are still evaluated. FILE - reads stdin.
+Without --rules the library embedded in the binary is used.`)
 		fs.PrintDefaults()
 	}
 	var rules []string
@@ -71,6 +83,32 @@ func replayCmd(args []string) int {
 	enc := json.NewEncoder(os.Stdout)
 	var matches []engine.Match
 	events, badLines := 0, 0
+	// report matches one event: text output shows what a live source would
+	// report, JSON output every match with the throttled ones marked.
+	report := func(ev *engine.Event) {
+		matches = m.Match(ev, matches[:0])
+		for _, mt := range matches {
+			c := perRule[mt.Rule.Name()]
+			c.matched++
+			suppressed := false
+			if !*noThrottle {
+				if ok, _ := th.Allow(mt.Rule, mt.Rule.ThrottleKey(ev), ev.Time); !ok {
+					c.suppressed++
+					suppressed = true
+				}
+			}
+			if !suppressed {
+				c.reported++
+			}
+			if *output == "json" {
+				_ = enc.Encode(alert{Time: ev.Time, Rule: mt.Rule.Name(), Severity: mt.Rule.Severity(), Tags: mt.Rule.Spec().Tags, Output: mt.Output, Suppressed: suppressed, Event: ev})
+				continue
+			}
+			if !suppressed {
+				fmt.Printf("%s %-8s %s: %s\n", ev.Time.UTC().Format(time.RFC3339), mt.Rule.Severity(), mt.Rule.Name(), mt.Output)
+			}
+		}
+	}
 	for _, file := range fs.Args() {
 		var in io.Reader
 		if file == "-" {
@@ -92,22 +130,9 @@ func replayCmd(args []string) int {
 				return
 			}
 			events++
-			matches = m.Match(ev, matches[:0])
-			for _, mt := range matches {
-				c := perRule[mt.Rule.Name()]
-				c.matched++
-				if !*noThrottle {
-					if ok, _ := th.Allow(mt.Rule, mt.Rule.ThrottleKey(ev), ev.Time); !ok {
-						c.suppressed++
-						continue
-					}
-				}
-				c.reported++
-				if *output == "json" {
-					_ = enc.Encode(alert{Time: ev.Time, Rule: mt.Rule.Name(), Severity: mt.Rule.Severity(), Tags: mt.Rule.Spec().Tags, Output: mt.Output, Event: ev})
-					continue
-				}
-				fmt.Printf("%s %-8s %s: %s\n", ev.Time.UTC().Format(time.RFC3339), mt.Rule.Severity(), mt.Rule.Name(), mt.Output)
+			report(ev)
+			if obj, ok := engine.ObjectFromAudit(ev); ok {
+				report(&obj)
 			}
 		})
 		if err != nil {

@@ -92,7 +92,7 @@ func DefaultPools() *Pools {
 			`true`, `false`, `pod.labels.?app.orValue("") == "web"`, `audit.user.username.startsWith("system:")`,
 			`has(object.kind) && object.kind == "Pod"`, `object.kind == "Pod"`, `workload.kind == "Job"`,
 			`process.ancestors.exists(a, a.name == "sh")`, `event.kind != "exec"`, `net.peer.ip == "10.0.0.7"`},
-		ObjectKinds:     []string{"Pod", "Secret", ""},
+		ObjectKinds:     []string{"Pod", "Secret", "ClusterRole", ""},
 		NamespacedRules: 5,
 		ExceptionRatio:  4,
 	}
@@ -179,6 +179,10 @@ func (p *Pools) Atom(r *rand.Rand) string {
 		return "process.binary.endsWith(" + q(pick(r, p.Binaries)) + ")"
 	case 30:
 		return "audit.objectRef.resource == " + q(pick(r, p.Resources))
+	case 31:
+		return "object.kind == " + q(pick(r, p.ObjectKinds))
+	case 32:
+		return "object.kind in " + list(r, p.ObjectKinds, q)
 	}
 	return pick(r, p.Extras)
 }

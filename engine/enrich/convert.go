@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,23 +49,47 @@ func PodFromKube(kp *corev1.Pod) (*Pod, []*Container) {
 	for _, v := range kp.Spec.Volumes {
 		if v.HostPath != nil {
 			p.HostPath = true
-		}
-	}
-	privileged := map[string]bool{}
-	for _, cs := range [][]corev1.Container{kp.Spec.InitContainers, kp.Spec.Containers} {
-		for _, c := range cs {
-			if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
-				privileged[c.Name] = true
-				p.Privileged = true
+			if len(p.HostPaths) < engine.MaxListItems {
+				p.HostPaths = append(p.HostPaths, engine.CleanHostPath(v.HostPath.Path))
 			}
 		}
 	}
-	for _, c := range kp.Spec.EphemeralContainers {
-		if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
-			privileged[c.Name] = true
+	privileged := map[string]bool{}
+	caps := map[string]bool{}
+	judge := func(name, image string, sc *corev1.SecurityContext) {
+		if len(p.Images) < engine.MaxListItems {
+			p.Images = append(p.Images, image)
+		}
+		if sc == nil {
+			return
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			privileged[name] = true
 			p.Privileged = true
 		}
+		if sc.AllowPrivilegeEscalation != nil && *sc.AllowPrivilegeEscalation {
+			p.AllowPrivilegeEscalation = true
+		}
+		if sc.Capabilities != nil {
+			for _, c := range sc.Capabilities.Add {
+				if len(caps) < engine.MaxListItems {
+					caps[engine.CapabilityName(string(c))] = true
+				}
+			}
+		}
 	}
+	for _, cs := range [][]corev1.Container{kp.Spec.InitContainers, kp.Spec.Containers} {
+		for _, c := range cs {
+			judge(c.Name, c.Image, c.SecurityContext)
+		}
+	}
+	for _, c := range kp.Spec.EphemeralContainers {
+		judge(c.Name, c.Image, c.SecurityContext)
+	}
+	for c := range caps {
+		p.Capabilities = append(p.Capabilities, c)
+	}
+	sort.Strings(p.Capabilities)
 	// A host-network pod shares the node's IP and a finished pod has given
 	// its IP back: neither may claim the address.
 	if !kp.Spec.HostNetwork && kp.Status.Phase != corev1.PodSucceeded && kp.Status.Phase != corev1.PodFailed {

@@ -41,10 +41,17 @@ func (s *Store) Enrich(ev *engine.Event) {
 	if p := &ev.Net.Peer; p.IP != "" && p.PodUID == "" && p.Service == "" {
 		s.stats.count(KindPeer, s.resolvePeer(v, p, t))
 	}
-	if ev.Kind == engine.KindAudit && len(ev.Audit.SourceIPs) > 0 && ev.Audit.SourcePod.IP == "" {
-		p := &ev.Audit.SourcePod
-		p.IP = ev.Audit.SourceIPs[0]
-		s.stats.count(KindAuditSource, s.resolvePeer(v, p, t))
+	// An audit event's source: the pod its bound token names, else the
+	// address the API server accepted the connection from (the last of
+	// sourceIPs; the others are the client's X-Forwarded-For).
+	if ev.Kind == engine.KindAudit && ev.Audit.SourcePod.IP == "" && ev.Audit.SourcePod.PodUID == "" {
+		if p, ok := engine.SourcePodClaims(&ev.Audit); ok {
+			ev.Audit.SourcePod = p
+		} else if ip := engine.ConnectionIP(&ev.Audit); ip != "" {
+			p := &ev.Audit.SourcePod
+			p.IP = ip
+			s.stats.count(KindAuditSource, s.resolvePeer(v, p, t))
+		}
 	}
 }
 

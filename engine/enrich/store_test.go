@@ -243,14 +243,23 @@ func TestServiceClusterIP(t *testing.T) {
 	}
 }
 
+// TestAuditSourcePod: the source pod is the one holding the address the API
+// server accepted the connection from (the last of sourceIPs); the entries
+// before it come from the client's X-Forwarded-For header and never name a
+// pod.
 func TestAuditSourcePod(t *testing.T) {
 	s, _ := newTestStore(t)
-	mustUpdate(t, s, func(tx *Txn) error { return tx.PutPod(testPod("uid-r", "recon", "10.0.0.30"), nil) })
+	mustUpdate(t, s, func(tx *Txn) error {
+		if err := tx.PutPod(testPod("uid-r", "recon", "10.0.0.30"), nil); err != nil {
+			return err
+		}
+		return tx.PutPod(testPod("uid-v", "victim", "10.0.0.40"), nil)
+	})
 	ev := engine.Event{Kind: engine.KindAudit, Time: t0.Add(time.Second),
-		Audit: engine.Audit{Verb: "create", SourceIPs: []string{"10.0.0.30", "192.168.1.1"}}}
+		Audit: engine.Audit{Verb: "create", SourceIPs: []string{"10.0.0.40", "10.0.0.30"}}}
 	s.Enrich(&ev)
 	if sp := ev.Audit.SourcePod; sp.IP != "10.0.0.30" || sp.Pod != "recon" || sp.Workload.Kind != "Deployment" {
-		t.Errorf("sourcePod = %+v", sp)
+		t.Errorf("sourcePod = %+v, want recon (the connection's address), never the forwarded victim", sp)
 	}
 	if got := s.Stats().Get(KindAuditSource, Resolved); got != 1 {
 		t.Errorf("audit resolved = %d", got)

@@ -85,7 +85,11 @@ func runCase(ctx context.Context, s *Set, tf *TestFile, c TestCase) []Result {
 			case want:
 				res.Message = "expected a match, the rule did not fire"
 			default:
-				res.Message = "expected no match, but the rule fired: " + r.Compiled.Output(&ev)
+				shown := &ev
+				if o, ok := engine.ObjectFromAudit(&ev); ok && r.Compiled.Source() == engine.SourceObject {
+					shown = &o
+				}
+				res.Message = "expected no match, but the rule fired: " + r.Compiled.Output(shown)
 			}
 		}
 		out = append(out, res)

@@ -223,7 +223,7 @@ func run(ctx context.Context) error {
 
 	// 5. What the analyst sees.
 	want := []string{"serviceaccount-selfsubjectaccessreview", "serviceaccount-lists-secrets", "ownerless-pod-created",
-		"privileged-or-hostpath-pod", "cluster-admin-binding-created", "shop/debug-pod-in-shop"}
+		"sensitive-hostpath-pod", "cluster-admin-binding-created", "shop/debug-pod-in-shop"}
 	var responded *v1alpha1.Incident
 	if err := poll(ctx, 60*time.Second, func() error {
 		var list v1alpha1.IncidentList

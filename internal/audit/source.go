@@ -359,6 +359,7 @@ func (s *Source) work(ctx context.Context) {
 				s.m.matches.Inc()
 				s.sink.Record(mt, ev)
 			}
+			matches = s.matchObject(m, ev, matches)
 		}
 		processed.Add(float64(len(batch)))
 		s.queued.Add(-b.bytes)

@@ -9,7 +9,8 @@ import (
 
 // SubjectOf says what an event is about: its pod, container, process and
 // node for node events, its user, verb, resource and source for audit
-// events, its object for object events.
+// events, its object for object events (and, when the object came from an
+// audit event, who changed it: user, verb, resource, source).
 func SubjectOf(ev *engine.Event) v1alpha1.Subject {
 	s := v1alpha1.Subject{
 		Namespace:      ev.Pod.Namespace,
@@ -49,6 +50,14 @@ func SubjectOf(ev *engine.Event) v1alpha1.Subject {
 			}
 		}
 	case engine.KindObject:
+		// From an audit event (engine.ObjectFromAudit): who did it.
+		if a := &ev.Audit; a.Verb != "" {
+			s.User = a.User.Username
+			s.Verb = a.Verb
+			s.Resource = a.ObjectRef.Resource
+			s.Subresource = a.ObjectRef.Subresource
+			s.SourceIPs = append([]string(nil), a.SourceIPs...)
+		}
 		if md, ok := ev.Object["metadata"].(map[string]any); ok {
 			if s.Namespace == "" {
 				s.Namespace, _ = md["namespace"].(string)
@@ -77,4 +86,61 @@ func serviceAccount(user string) (namespace, name string, ok bool) {
 	}
 	namespace, name, ok = strings.Cut(rest, ":")
 	return namespace, name, ok && namespace != "" && name != ""
+}
+
+// objectIdentity names an object event's object across both of its paths,
+// the live watch and audit: API group, kind, namespace and name (the version
+// may differ, and a request body logged at Request level has no uid yet).
+// Empty when the object has no name.
+func objectIdentity(obj map[string]any) string {
+	md, _ := obj["metadata"].(map[string]any)
+	name, _ := md["name"].(string)
+	if name == "" {
+		return ""
+	}
+	ns, _ := md["namespace"].(string)
+	kind, _ := obj["kind"].(string)
+	av, _ := obj["apiVersion"].(string)
+	group := ""
+	if i := strings.LastIndexByte(av, '/'); i >= 0 {
+		group = av[:i]
+	}
+	return group + "/" + kind + "/" + ns + "/" + name
+}
+
+// changeKey names one change of an object across its two paths: the object,
+// the operation and the resourceVersion the change produced (the live
+// watch's object and an audit event's response body carry the same one).
+// Empty when unknown: a request body logged at Request level has none.
+func changeKey(ev *engine.Event) string {
+	if ev.Kind != engine.KindObject {
+		return ""
+	}
+	md, _ := ev.Object["metadata"].(map[string]any)
+	rv, _ := md["resourceVersion"].(string)
+	oid := objectIdentity(ev.Object)
+	if rv == "" || oid == "" {
+		return ""
+	}
+	return oid + "\x00" + ev.Op + "\x00" + rv
+}
+
+// maxChanges bounds the changes a window remembers; past it every match counts.
+const maxChanges = 64
+
+// sawChange records a change and reports whether the window had it already.
+func (w *window) sawChange(key string) bool {
+	if key == "" {
+		return false
+	}
+	if w.changes[key] {
+		return true
+	}
+	if len(w.changes) < maxChanges {
+		if w.changes == nil {
+			w.changes = map[string]bool{}
+		}
+		w.changes[key] = true
+	}
+	return false
 }

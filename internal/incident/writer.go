@@ -101,6 +101,9 @@ type window struct {
 	// spec.subject is patched at the next write.
 	subjectFilled bool
 	failures      int // consecutive failed writes
+	// changes are the object changes folded in (changeKey), so the same
+	// change seen by the live watch and in the audit log counts once.
+	changes map[string]bool
 }
 
 type metrics struct {
@@ -186,7 +189,9 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 		// queued (it is referenced by dirty) and is written before it goes.
 		w.open[key] = win
 	}
-	win.count++
+	if !win.sawChange(changeKey(ev)) {
+		win.count++
+	}
 	win.last = now
 	if backfill(&win.spec.Subject, &subject) {
 		win.subjectFilled = true
@@ -204,9 +209,12 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 // Incident, and reports whether it changed anything. A container's first
 // process can run before the kubelet reports the container's status, so the
 // first match may know the container id and pod but not the container's
-// name and image; the next one does. Fields are only filled, never changed,
-// and only from a match of the same container (or, for pod-level fields,
-// the same pod), so an Incident never mixes two identities.
+// name and image; the next one does. An object seen by the live watch and
+// in the audit log folds into one Incident (Key): the audit side brings the
+// actor, the watch a uid the request body lacked. Fields are only filled,
+// never changed, and only from a match of the same container (or, for
+// pod-level fields, the same pod; for the actor, the same object), so an
+// Incident never mixes two identities.
 func backfill(dst, src *v1alpha1.Subject) bool {
 	changed := false
 	fill := func(d *string, v string) {
@@ -216,7 +224,23 @@ func backfill(dst, src *v1alpha1.Subject) bool {
 		}
 	}
 	sameContainer := dst.ContainerID != "" && dst.ContainerID == src.ContainerID
-	samePod := sameContainer || (dst.PodUID != "" && dst.PodUID == src.PodUID)
+	// Object subjects have no container; the same name and namespace is the
+	// same object unless both know a uid and the uids differ (recreated).
+	sameObject := dst.ContainerID == "" && src.ContainerID == "" && dst.Namespace == src.Namespace &&
+		(dst.PodUID == "" || src.PodUID == "" || dst.PodUID == src.PodUID) &&
+		((dst.Pod != "" && dst.Pod == src.Pod) || (dst.WorkloadName != "" && dst.WorkloadKind == src.WorkloadKind && dst.WorkloadName == src.WorkloadName))
+	if sameObject {
+		fill(&dst.PodUID, src.PodUID)
+		fill(&dst.User, src.User)
+		fill(&dst.Verb, src.Verb)
+		fill(&dst.Resource, src.Resource)
+		fill(&dst.Subresource, src.Subresource)
+		if len(dst.SourceIPs) == 0 && len(src.SourceIPs) > 0 {
+			dst.SourceIPs = append([]string(nil), src.SourceIPs...)
+			changed = true
+		}
+	}
+	samePod := sameContainer || sameObject || (dst.PodUID != "" && dst.PodUID == src.PodUID)
 	if sameContainer {
 		fill(&dst.PodUID, src.PodUID)
 		fill(&dst.Container, src.Container)
@@ -234,10 +258,17 @@ func backfill(dst, src *v1alpha1.Subject) bool {
 	return changed
 }
 
-// Key is what folds matches together: the rule and its throttle key, or the
-// subject when the rule has no throttle key.
+// Key is what folds matches together: for an object event the rule and the
+// object (so the live watch and the audit log of one change make one
+// Incident), else the rule and its throttle key, or the subject when the
+// rule has no throttle key.
 func Key(r *engine.Rule, ev *engine.Event, subject *v1alpha1.Subject) string {
 	id := ruleKind(r) + "/" + r.Namespace() + "/" + r.Name()
+	if ev.Kind == engine.KindObject {
+		if oid := objectIdentity(ev.Object); oid != "" {
+			return id + "\x00object\x00" + oid
+		}
+	}
 	if tk := r.ThrottleKey(ev); tk != "" {
 		return id + "\x00" + tk
 	}

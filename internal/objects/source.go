@@ -94,7 +94,8 @@ func (s *Source) offer(op string, obj any) {
 	s.queue <- ev
 }
 
-// Event converts an object change into an engine event.
+// Event converts an object change into an engine event. A Pod also fills
+// pod (engine.PodFromObject, the same view audit events derive) and node.
 func Event(op string, obj any, now time.Time) (engine.Event, error) {
 	ev := engine.Event{Kind: engine.KindObject, Op: op, Time: now}
 	switch o := obj.(type) {
@@ -109,8 +110,6 @@ func Event(op string, obj any, now time.Time) (engine.Event, error) {
 			m["apiVersion"], m["kind"] = "v1", "Pod"
 		}
 		ev.Object = m
-		ev.Pod = PodOf(o)
-		ev.Node = o.Spec.NodeName
 	case runtime.Object:
 		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 		if err != nil {
@@ -120,44 +119,12 @@ func Event(op string, obj any, now time.Time) (engine.Event, error) {
 	default:
 		return ev, fmt.Errorf("unexpected object %T", obj)
 	}
-	if u, ok := obj.(*unstructured.Unstructured); ok && u.GetKind() == "Pod" {
-		var pod corev1.Pod
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &pod); err == nil {
-			ev.Pod = PodOf(&pod)
-			ev.Node = pod.Spec.NodeName
-		}
+	if kind, _ := ev.Object["kind"].(string); kind == "Pod" {
+		ev.Pod = engine.PodFromObject(ev.Object)
+		ev.Node = ev.Pod.Node
 	}
 	engine.Normalize(&ev)
 	return ev, nil
-}
-
-// PodOf fills the engine's pod view, including the derived flags rules use.
-func PodOf(p *corev1.Pod) engine.Pod {
-	out := engine.Pod{
-		UID: string(p.UID), Name: p.Name, Namespace: p.Namespace,
-		Labels: p.Labels, Annotations: p.Annotations,
-		ServiceAccount: p.Spec.ServiceAccountName,
-		HostNetwork:    p.Spec.HostNetwork, HostPID: p.Spec.HostPID, HostIPC: p.Spec.HostIPC,
-		IP: p.Status.PodIP, Node: p.Spec.NodeName,
-		Ownerless: len(p.OwnerReferences) == 0,
-	}
-	_, out.Static = p.Annotations[corev1.MirrorPodAnnotationKey]
-	for _, o := range p.OwnerReferences {
-		out.OwnerReferences = append(out.OwnerReferences, engine.OwnerReference{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name, UID: string(o.UID)})
-	}
-	for _, v := range p.Spec.Volumes {
-		if v.HostPath != nil {
-			out.HostPath = true
-		}
-	}
-	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
-		for _, c := range cs {
-			if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
-				out.Privileged = true
-			}
-		}
-	}
-	return out
 }
 
 // Run matches queued events until ctx ends. One goroutine: the matcher is

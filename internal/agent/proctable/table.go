@@ -42,6 +42,9 @@ type Entry struct {
 	UID       int64
 	Binary    string
 	Args      []string
+	// Exe is what the exec event said of the executable (drift, memfd);
+	// zero for processes read from /proc.
+	Exe engine.Exe
 	// ExecTime is the kernel clock of the exec the entry reflects (0: read
 	// from /proc without one).
 	ExecTime uint64
@@ -213,12 +216,12 @@ func (t *Table) Observe(ev *engine.Event, ktime uint64) {
 		t.mu.Lock()
 		e := &Entry{PID: p.PID, PPID: p.PPID, UID: p.UID}
 		if parent := t.procs[p.PPID]; parent != nil {
-			e.Binary, e.Args, e.ExecTime = parent.Binary, parent.Args, parent.ExecTime
+			e.Binary, e.Args, e.Exe, e.ExecTime = parent.Binary, parent.Args, parent.Exe, parent.ExecTime
 		}
 		t.procs[p.PID] = e
 		t.mu.Unlock()
 	case engine.KindExec:
-		e := &Entry{PID: p.PID, PPID: p.PPID, UID: p.UID, Binary: p.Binary, Args: append([]string(nil), p.Args...), ExecTime: ktime}
+		e := &Entry{PID: p.PID, PPID: p.PPID, UID: p.UID, Binary: p.Binary, Args: append([]string(nil), p.Args...), Exe: p.Exe, ExecTime: ktime}
 		t.mu.Lock()
 		t.procs[p.PID] = e
 		t.mu.Unlock()
@@ -261,9 +264,19 @@ func (t *Table) Get(pid int64) (*Entry, error) {
 	return e, nil
 }
 
+// execClockSlack is how much later than the kernel's record of an exec the
+// exec event's own timestamp may be: the exec sensor reads the clock twice in
+// one run, for the process map and for the event.
+const execClockSlack = uint64(time.Millisecond)
+
+// stale reports whether the kernel saw an exec of the process after the one
+// the entry reflects (the prefilter dropped its event).
 func (t *Table) stale(e *Entry) bool {
 	k, ok := t.kernelProc(e.PID)
-	return ok && k.ExecTime != e.ExecTime
+	if !ok {
+		return false
+	}
+	return k.ExecTime > e.ExecTime || e.ExecTime-k.ExecTime > execClockSlack
 }
 
 func (t *Table) kernelProc(pid int64) (KernelProc, bool) {
@@ -273,8 +286,9 @@ func (t *Table) kernelProc(pid int64) (KernelProc, bool) {
 	return t.kernel(uint32(pid))
 }
 
-// Fill completes an event's process: binary and arguments when the event
-// lacks them (every kind but exec), then the parent and ancestor chain.
+// Fill completes an event's process: binary, arguments and executable
+// (drift, memfd) when the event lacks them (every kind but exec), then the
+// parent and ancestor chain.
 func (t *Table) Fill(ev *engine.Event) {
 	p := &ev.Process
 	if p.PID == 0 {
@@ -283,6 +297,9 @@ func (t *Table) Fill(ev *engine.Event) {
 	if p.Binary == "" && ev.Kind != engine.KindExec {
 		if e, err := t.Get(p.PID); err == nil {
 			p.Binary, p.Args = e.Binary, e.Args
+			if p.Exe == (engine.Exe{}) {
+				p.Exe = e.Exe
+			}
 			if p.PPID == 0 {
 				p.PPID = e.PPID
 			}

@@ -227,3 +227,53 @@ func TestCompleteArgsTakesOnlyACommandLineThatAgreesWithTheKernel(t *testing.T) 
 		t.Error("CompleteArgs of a process that is gone completed")
 	}
 }
+
+// A connection made by a dropped binary says so: the exec's drift and memfd
+// flags follow the process to its other events and to its forked children.
+func TestExecutableFlagsFollowTheProcess(t *testing.T) {
+	tb := New(Options{Proc: t.TempDir(), Grace: time.Minute})
+	exec := &engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 40, PPID: 1, Binary: "/tmp/x", Exe: engine.Exe{Upper: true, Inode: 9}}}
+	tb.Observe(exec, 1)
+	tb.Observe(&engine.Event{Kind: engine.KindFork, Process: engine.Process{PID: 41, PPID: 40}}, 0)
+	for _, pid := range []int64{40, 41} {
+		conn := &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: pid}}
+		tb.Fill(conn)
+		if !conn.Process.Exe.Upper || conn.Process.Binary != "/tmp/x" {
+			t.Errorf("pid %d: connect process %+v, want /tmp/x with exe.upper", pid, conn.Process)
+		}
+	}
+	tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 41, PPID: 40, Binary: "/bin/true"}}, 2)
+	conn := &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: 41}}
+	tb.Fill(conn)
+	if conn.Process.Exe.Upper {
+		t.Errorf("after exec of an image binary the process still counts as drifted: %+v", conn.Process)
+	}
+}
+
+// The exec event's timestamp is read a moment after the kernel's record of
+// the exec: that entry is current, not stale, so it keeps what only the exec
+// event told (its executable's drift flags) instead of being read again from
+// /proc on every later event of the process.
+func TestExecSeenByItsEventIsNotStale(t *testing.T) {
+	kernel := func(p uint32) (KernelProc, bool) {
+		return KernelProc{ExecTime: 1_000_000, PPID: 1, Binary: "/tmp/x"}, p == 40
+	}
+	tb := New(Options{Proc: t.TempDir(), Kernel: kernel})
+	tb.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 40, PPID: 1, Binary: "/tmp/x", Exe: engine.Exe{Upper: true}}}, 1_002_500)
+	conn := &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: 40}}
+	tb.Fill(conn)
+	if !conn.Process.Exe.Upper {
+		t.Errorf("the entry of the exec just seen was taken for stale: %+v", conn.Process)
+	}
+	// An exec the kernel saw later (its event dropped) makes it stale.
+	later := func(p uint32) (KernelProc, bool) {
+		return KernelProc{ExecTime: 9_000_000, PPID: 1, Binary: "/bin/true"}, p == 40
+	}
+	tb2 := New(Options{Proc: t.TempDir(), Kernel: later})
+	tb2.Observe(&engine.Event{Kind: engine.KindExec, Process: engine.Process{PID: 40, PPID: 1, Binary: "/tmp/x", Exe: engine.Exe{Upper: true}}}, 1_002_500)
+	conn = &engine.Event{Kind: engine.KindConnect, Process: engine.Process{PID: 40}}
+	tb2.Fill(conn)
+	if conn.Process.Binary != "/bin/true" || conn.Process.Exe.Upper {
+		t.Errorf("after an exec the table missed: %+v, want the kernel's /bin/true", conn.Process)
+	}
+}
