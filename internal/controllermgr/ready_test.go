@@ -23,7 +23,7 @@ import (
 
 // The controller's /readyz reflects its informer caches and its admission
 // webhook, not just that the process runs. A controller whose
-// ServiceAccount may read its certificate but list nothing it watches stays
+// ServiceAccount may read its certificate and signing key but list nothing it watches stays
 // unready, naming the informers check (and the webhook, which the manager
 // starts only after the caches), while /healthz passes; once it may list,
 // its caches sync, the webhook serves and /readyz passes with both checks.
@@ -37,7 +37,7 @@ func TestReadyzReflectsCacheSyncAndWebhook(t *testing.T) {
 	for _, obj := range []client.Object{
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: controllerNS}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secret}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secret, controllermgr.IncidentKeySecret}, Verbs: []string{"get", "update"}},
 		}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: controllerNS}, Subjects: subject,
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: sa}},

@@ -249,7 +249,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	}
 
 	if !opts.Response.Disable {
-		auth := &trust.Authorizer{Signer: signer, Reader: mgr.GetClient()}
+		auth := &trust.Authorizer{Signer: signer, Reader: mgr.GetClient(), Owners: mgr.GetAPIReader(), Namespace: opts.Namespace}
 		if err := setupResponse(mgr, cfg, opts, auth, recorder); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -165,7 +166,11 @@ func TestForwardedForDoesNotNameAVictim(t *testing.T) {
 		eventually(t, 30*time.Second, "the Incident of "+user, func() error {
 			incs, err := incidentsFor(ctx, ns, user)
 			if err != nil || len(incs) != 1 {
-				return fmt.Errorf("incidents %d (%v)", len(incs), err)
+				var what []string
+				for _, in := range incs {
+					what = append(what, fmt.Sprintf("%s (rule %s, pod %q, count %d)", in.Name, in.Spec.Rule, in.Spec.Subject.Pod, in.Status.Count))
+				}
+				return fmt.Errorf("incidents %d %v (%v)", len(incs), what, err)
 			}
 			s := incs[0].Spec.Subject
 			if s.Pod == victim.Name || s.PodUID == string(victim.UID) {
@@ -373,6 +378,50 @@ func TestOnlyRiposteOrdersResponses(t *testing.T) {
 		t.Fatalf("the agent of node-a reported results on an Incident not labelled with its node: %v", err)
 	}
 
+	// The agent of node-a may not rewrite a manual Incident labelled with
+	// its node (it completes only its own agent Incidents), nor come with
+	// results already in a new Incident.
+	labelled := manualIncident(ns, "labelled-node-a", v1alpha1.OriginManual, victim, "mark")
+	labelled.Labels[v1alpha1.NodeLabel] = "node-a"
+	if err := mallory.Create(ctx, labelled); err != nil {
+		t.Fatal(err)
+	}
+	var rewrite v1alpha1.Incident
+	if err := agent.Get(ctx, client.ObjectKeyFromObject(labelled), &rewrite); err != nil {
+		t.Fatal(err)
+	}
+	before := client.MergeFrom(rewrite.DeepCopy())
+	rewrite.Spec.Playbooks = []v1alpha1.PlaybookRef{{Kind: "ClusterResponsePlaybook", Name: "capture-and-isolate"}}
+	if err := agent.Patch(ctx, &rewrite, before); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		t.Fatalf("the agent of node-a rewrote the playbooks of a manual Incident labelled with its node: %v", err)
+	}
+	preset := manualIncident(ns, "preset-results", v1alpha1.OriginManual, victim, "mark")
+	preset.Annotations = map[string]string{v1alpha1.NodeResultsAnnotation: `{"x#kill":{"message":"done"}}`}
+	if err := mallory.Create(ctx, preset); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		t.Fatalf("mallory created an Incident with node results already in it: %v", err)
+	}
+	// Leases: the agent of node-a writes its own, not the controller's
+	// leader Lease nor another agent's.
+	for _, name := range []string{"riposte-controller-leader", "riposte-agent-node-b"} {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: stack.Namespace, Name: name}}
+		if err := k8s.Create(ctx, l); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		var cur coordinationv1.Lease
+		if err := agent.Get(ctx, client.ObjectKeyFromObject(l), &cur); err != nil {
+			t.Fatal(err)
+		}
+		holder := "node-a-agent"
+		cur.Spec.HolderIdentity = &holder
+		if err := agent.Update(ctx, &cur); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+			t.Fatalf("the agent of node-a updated Lease %s: %v", name, err)
+		}
+	}
+	ownLease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: stack.Namespace, Name: "riposte-agent-node-a"}}
+	if err := agent.Create(ctx, ownLease); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("the agent of node-a writing its own Lease: %v", err)
+	}
+
 	// Without the admission policy (removed, or never installed).
 	b := &admissionregistrationBinding{name: "riposte-incidents"}
 	b.remove(t, ctx)
@@ -401,6 +450,132 @@ func TestOnlyRiposteOrdersResponses(t *testing.T) {
 			t.Logf("%s: %s", key.Name, c.Message)
 			return nil
 		})
+	}
+}
+
+// TestIncidentsStayWithinWhatTheirAuthorAnswersFor: an agent's Incident acts
+// only on a pod of the agent's own node, named by its uid, and only on that
+// pod's own workload; an Incident about a host process is trusted only in
+// riposte's namespace; an approver in one namespace cannot aim an Incident
+// at another namespace. Each refusal is checked after an accepted Incident
+// of the same author was carried out.
+func TestIncidentsStayWithinWhatTheirAuthorAnswersFor(t *testing.T) {
+	ctx := context.Background()
+	ns, elsewhere := "trust-scope", "trust-scope-other"
+	ensureNamespace(t, ctx, ns)
+	ensureNamespace(t, ctx, elsewhere)
+	for _, n := range []string{"node-a", "node-b"} {
+		if err := k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	own := podWithIP(t, ctx, ns, "own", "node-a", "")
+	victim := podWithIP(t, ctx, ns, "victim", "node-b", "")
+	far := podWithIP(t, ctx, elsewhere, "far", "node-a", "")
+	const mark = "riposte.dev/scope-marked"
+	pb := &v1alpha1.ClusterResponsePlaybook{ObjectMeta: metav1.ObjectMeta{Name: "trust-scope-mark"},
+		Spec: v1alpha1.ResponsePlaybookSpec{Steps: []v1alpha1.Step{{Action: v1alpha1.ActionLabel, Values: map[string]string{mark: "true"}}}}}
+	rule := &v1alpha1.ClusterDetectionRule{ObjectMeta: metav1.ObjectMeta{Name: "trust-scope-rule"},
+		Spec: v1alpha1.DetectionRuleSpec{Source: "process", Severity: "high", Condition: `event.kind == "exec" && process.name == "trust-scope"`,
+			Playbooks: []string{pb.Name}}}
+	for _, o := range []client.Object{pb, rule} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), o) })
+	}
+	eventually(t, 30*time.Second, "the rule is Ready", func() error {
+		var r v1alpha1.ClusterDetectionRule
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(rule), &r); err != nil {
+			return err
+		}
+		if r.Status.ObservedGeneration != r.Generation || !apimeta.IsStatusConditionTrue(r.Status.Conditions, v1alpha1.ReadyCondition) {
+			return fmt.Errorf("status %+v", r.Status)
+		}
+		return nil
+	})
+	if err := shared.EnsureServiceAccount(ctx, stack.Namespace, "riposte-agent"); err != nil {
+		t.Fatal(err)
+	}
+	agentCfg, err := shared.NodeServiceAccountConfig(ctx, stack.Namespace, "riposte-agent", "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := newClient(t, agentCfg)
+	agentIncident := func(namespace, name string, s v1alpha1.Subject) *v1alpha1.Incident {
+		s.Node = "node-a"
+		return &v1alpha1.Incident{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{
+				v1alpha1.OriginLabel: string(v1alpha1.OriginAgent), v1alpha1.NodeLabel: "node-a"}},
+			Spec: v1alpha1.IncidentSpec{Rule: rule.Name, RuleKind: "ClusterDetectionRule", Severity: "high", Subject: s,
+				Playbooks: []v1alpha1.PlaybookRef{{Kind: "ClusterResponsePlaybook", Name: pb.Name}}},
+		}
+	}
+	marked := func(p *corev1.Pod) bool {
+		var cur corev1.Pod
+		return k8s.Get(ctx, client.ObjectKeyFromObject(p), &cur) == nil && cur.Labels[mark] == "true"
+	}
+	refused := func(inc *v1alpha1.Incident, want string) {
+		t.Helper()
+		eventually(t, 30*time.Second, inc.Name+" refused", func() error {
+			got, c, err := authorized(ctx, client.ObjectKeyFromObject(inc))
+			if err != nil {
+				return err
+			}
+			if c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, want) || len(got.Status.Steps) != 0 {
+				return fmt.Errorf("authorized %+v, steps %d; want False saying %q", c, len(got.Status.Steps), want)
+			}
+			t.Logf("%s refused: %s", inc.Name, c.Message)
+			return nil
+		})
+	}
+
+	// Accepted: the agent's own pod, by uid.
+	ok := agentIncident(ns, "own-pod", v1alpha1.Subject{Namespace: ns, Pod: own.Name, PodUID: string(own.UID)})
+	if err := agent.Create(ctx, ok); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the agent's Incident about its own pod runs", func() error {
+		if !marked(own) {
+			return fmt.Errorf("pod %s not marked", own.Name)
+		}
+		return nil
+	})
+
+	// A pod of another node named without its uid (it would pass for a
+	// host process), a workload the pod does not belong to, a host process
+	// outside riposte's namespace: all admitted (the node matches) and all
+	// refused by the controller.
+	for _, c := range []struct {
+		inc  *v1alpha1.Incident
+		want string
+	}{
+		{agentIncident(ns, "no-uid", v1alpha1.Subject{Namespace: ns, Pod: victim.Name}), "names the pod and its uid"},
+		{agentIncident(ns, "other-workload", v1alpha1.Subject{Namespace: ns, Pod: own.Name, PodUID: string(own.UID), WorkloadKind: "Deployment", WorkloadName: "payments"}),
+			"belongs to Pod own; the Incident names workload Deployment payments"},
+		{agentIncident(ns, "host-elsewhere", v1alpha1.Subject{PID: 1}), "trusted only in riposte's namespace"},
+	} {
+		if err := agent.Create(ctx, c.inc); err != nil {
+			t.Fatalf("%s: %v", c.inc.Name, err)
+		}
+		refused(c.inc, c.want)
+	}
+	if marked(victim) {
+		t.Fatalf("the agent of node-a had pod %s of node-b acted on", victim.Name)
+	}
+
+	// An approver of ns aims a manual Incident at another namespace.
+	grant(t, ctx, ns, "scoped-oncall", v1alpha1.GroupVersion.Group, []string{"incidents"}, []string{"get", "create", "patch", "approve"})
+	oncall := userClient(t, "scoped-oncall")
+	cross := manualIncident(ns, "cross-namespace", v1alpha1.OriginManual, far, "unused")
+	cross.Spec.Playbooks = []v1alpha1.PlaybookRef{{Kind: "ClusterResponsePlaybook", Name: pb.Name}}
+	cross.Annotations = map[string]string{v1alpha1.ApproveAnnotation: "true"}
+	if err := oncall.Create(ctx, cross); err != nil {
+		t.Fatalf("an approved manual Incident: %v", err)
+	}
+	refused(cross, "acts only in its own namespace")
+	if marked(far) {
+		t.Fatalf("an approval in %s had pod %s/%s acted on", ns, elsewhere, far.Name)
 	}
 }
 
@@ -508,6 +683,15 @@ func TestIsolationCannotBeLiftedBySomeoneElse(t *testing.T) {
 	}
 	if err := unlabel(suspect); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 		t.Fatalf("an admin removed the isolate label: %v", err)
+	}
+	// The status subresource may change labels too.
+	var st corev1.Pod
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(suspect), &st); err != nil {
+		t.Fatal(err)
+	}
+	delete(st.Labels, v1alpha1.IsolateLabel)
+	if err := k8s.Status().Update(ctx, &st); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		t.Fatalf("an admin removed the isolate label through pods/status: %v", err)
 	}
 	if err := k8s.Delete(ctx, np.DeepCopy()); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 		t.Fatalf("an admin deleted riposte's NetworkPolicy: %v", err)

@@ -10,10 +10,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
+	"github.com/riposte-dev/riposte/engine/enrich"
 	"github.com/riposte-dev/riposte/host"
 )
 
@@ -34,6 +37,13 @@ type Decision struct {
 type Authorizer struct {
 	Signer *Signer
 	Reader client.Reader
+	// Owners reads the metadata of pods' owners (ReplicaSets, Jobs, …) to
+	// check the workload an Incident names; an uncached reader (a
+	// manager's API reader), default Reader.
+	Owners client.Reader
+	// Namespace is riposte's own: the only namespace where Incidents about
+	// a host process (no pod) may come from an agent or be approved by hand.
+	Namespace string
 	// Policy names the admission policy and binding that must be in force
 	// for agents' and manual Incidents (default IncidentPolicy).
 	Policy string
@@ -61,11 +71,40 @@ func (a *Authorizer) Decide(ctx context.Context, inc *v1alpha1.Incident) (Decisi
 		if why, err := a.policyMissing(ctx); err != nil || why != "" {
 			return deny(v1alpha1.PolicyMissingReason, "a manual Incident's approval is trusted only while the admission policy %s checks who approves: %s", a.policy(), why), err
 		}
+		if d := a.scope(inc); !d.Allowed {
+			return d, nil
+		}
 		if inc.Annotations[v1alpha1.ApproveAnnotation] != "true" {
 			return deny(v1alpha1.AwaitingApprovalReason, "created by someone other than riposte (origin %q): its playbooks run once someone allowed to approve incidents annotates it %s=true", origin, v1alpha1.ApproveAnnotation), nil
 		}
 		return Decision{Allowed: true, Reason: v1alpha1.ApprovedReason, Message: "manual Incident approved"}, nil
 	}
+}
+
+// hostProcess reports whether the subject is a process outside any pod: it
+// names no namespace, pod, container or workload at all.
+func hostProcess(s *v1alpha1.Subject) bool {
+	return s.Namespace == "" && s.Pod == "" && s.PodUID == "" && s.Container == "" && s.ContainerID == "" &&
+		s.WorkloadKind == "" && s.WorkloadName == ""
+}
+
+// scope keeps an agent's or a manual Incident within what its namespace
+// answers for: a subject in the Incident's own namespace, and a host
+// process only from riposte's namespace (whoever may approve there answers
+// for the nodes). The admission policy checks approvals per namespace, so
+// an approval in one namespace must not reach into another.
+func (a *Authorizer) scope(inc *v1alpha1.Incident) Decision {
+	s := &inc.Spec.Subject
+	if hostProcess(s) {
+		if a.Namespace == "" || inc.Namespace != a.Namespace {
+			return deny(v1alpha1.UnverifiedReason, "an Incident about a host process (no pod) is trusted only in riposte's namespace %q, not in %q", a.Namespace, inc.Namespace)
+		}
+		return Decision{Allowed: true}
+	}
+	if s.Namespace != inc.Namespace {
+		return deny(v1alpha1.UnverifiedReason, "the Incident is in namespace %q but its subject in %q: an Incident acts only in its own namespace", inc.Namespace, s.Namespace)
+	}
+	return Decision{Allowed: true}
 }
 
 func (a *Authorizer) policy() string {
@@ -109,8 +148,8 @@ func (a *Authorizer) agent(ctx context.Context, inc *v1alpha1.Incident) (Decisio
 	if node == "" || s.Node != node {
 		return deny(v1alpha1.UnverifiedReason, "an agent's Incident must name its node in label %s and in the subject (label %q, subject %q)", v1alpha1.NodeLabel, node, s.Node), nil
 	}
-	if s.Namespace != "" && inc.Namespace != s.Namespace {
-		return deny(v1alpha1.UnverifiedReason, "the Incident is in namespace %q but its subject in %q", inc.Namespace, s.Namespace), nil
+	if d := a.scope(inc); !d.Allowed {
+		return d, nil
 	}
 	spec, ruleNS, d, err := a.rule(ctx, inc)
 	if err != nil || !d.Allowed {
@@ -122,11 +161,13 @@ func (a *Authorizer) agent(ctx context.Context, inc *v1alpha1.Incident) (Decisio
 	if want := PlaybookRefs(ruleNS, spec.Playbooks); !slices.Equal(want, inc.Spec.Playbooks) {
 		return deny(v1alpha1.UnverifiedReason, "the Incident lists playbooks %v, rule %s names %v", refNames(inc.Spec.Playbooks), inc.Spec.Rule, refNames(want)), nil
 	}
-	if s.PodUID == "" {
-		if s.ContainerID != "" {
-			return deny(v1alpha1.UnverifiedReason, "the subject names container %s but no pod", s.ContainerID), nil
-		}
+	if hostProcess(&s) {
 		return Decision{Allowed: true, Reason: v1alpha1.AgentVerifiedReason, Message: fmt.Sprintf("reported by the agent of node %s about a host process", node)}, nil
+	}
+	// Anything else is about a pod, which must be this node's, named by uid:
+	// a name alone could be any pod of the namespace.
+	if s.PodUID == "" || s.Pod == "" {
+		return deny(v1alpha1.UnverifiedReason, "the subject names pod %q (uid %q) in %q: an agent's Incident names the pod and its uid", s.Pod, s.PodUID, s.Namespace), nil
 	}
 	var pod corev1.Pod
 	if err := a.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.Pod}, &pod); err != nil {
@@ -141,7 +182,50 @@ func (a *Authorizer) agent(ctx context.Context, inc *v1alpha1.Incident) (Decisio
 	if s.ContainerID != "" && !hasContainer(&pod, s.ContainerID) {
 		return deny(v1alpha1.UnverifiedReason, "container %s is not a container of pod %s/%s", s.ContainerID, s.Namespace, s.Pod), nil
 	}
+	if s.WorkloadKind != "" || s.WorkloadName != "" {
+		ep, _ := enrich.PodFromKube(&pod)
+		w, err := enrich.TopOwner(ctx, ownerReader{a.owners()}, &ep.Pod)
+		if err != nil {
+			return Decision{}, err
+		}
+		if w.Kind != s.WorkloadKind || w.Name != s.WorkloadName {
+			return deny(v1alpha1.UnverifiedReason, "pod %s/%s belongs to %s %s; the Incident names workload %s %s", s.Namespace, s.Pod, w.Kind, w.Name, s.WorkloadKind, s.WorkloadName), nil
+		}
+	}
 	return Decision{Allowed: true, Reason: v1alpha1.AgentVerifiedReason, Message: fmt.Sprintf("reported by the agent of node %s, where pod %s/%s runs", node, s.Namespace, s.Pod)}, nil
+}
+
+func (a *Authorizer) owners() client.Reader {
+	if a.Owners != nil {
+		return a.Owners
+	}
+	return a.Reader
+}
+
+// ownerReader looks owners up by their metadata through a client.
+type ownerReader struct{ r client.Reader }
+
+func (o ownerReader) Owner(ctx context.Context, namespace string, ref engine.OwnerReference) (enrich.Object, error) {
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	if err != nil {
+		return enrich.Object{}, fmt.Errorf("owner %s %s: %w: bad apiVersion %q", ref.Kind, ref.Name, enrich.ErrUnknownKind, ref.APIVersion)
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gv.WithKind(ref.Kind))
+	switch err := o.r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, m); {
+	case apierrors.IsNotFound(err):
+		return enrich.Object{}, fmt.Errorf("owner %s %s/%s: %w", ref.Kind, namespace, ref.Name, enrich.ErrNotFound)
+	case apimeta.IsNoMatchError(err):
+		return enrich.Object{}, fmt.Errorf("owner %s %s/%s: %w", ref.Kind, namespace, ref.Name, enrich.ErrUnknownKind)
+	case err != nil:
+		return enrich.Object{}, fmt.Errorf("read owner %s %s/%s: %w", ref.Kind, namespace, ref.Name, err)
+	}
+	out := enrich.Object{Kind: ref.Kind, Name: m.Name, Namespace: m.Namespace, UID: string(m.UID)}
+	for _, r := range m.OwnerReferences {
+		out.Owners = append(out.Owners, engine.OwnerReference{APIVersion: r.APIVersion, Kind: r.Kind, Name: r.Name,
+			UID: string(r.UID), Controller: r.Controller != nil && *r.Controller})
+	}
+	return out, nil
 }
 
 // rule reads the Incident's rule and checks it is a node rule that is live.
