@@ -71,6 +71,10 @@ type NodeFacts struct {
 	ContainerInPod bool
 	// Protected: the pod's namespace is protected on this agent.
 	Protected bool
+	// PolicyMissing says why the admission policy that keeps Incidents'
+	// status the controller's is not in force ("" when it is): without it,
+	// anyone who may write status could mark an Incident authorized.
+	PolicyMissing string
 }
 
 // ErrNotDelegable marks a delegated step the node agent refuses to do.
@@ -89,6 +93,9 @@ func CheckDelegated(req *Request, facts NodeFacts) error {
 	}
 	if !Authorized(inc) {
 		return refuse("incident %s/%s is not authorized for a response", inc.Namespace, inc.Name)
+	}
+	if facts.PolicyMissing != "" {
+		return refuse("the admission policy that guards Incidents is not in force (%s), so their Authorized condition may not be the controller's", facts.PolicyMissing)
 	}
 	if s.Node != facts.Node || inc.Labels[v1alpha1.NodeLabel] != facts.Node {
 		return refuse("the step is for node %q (label %q), this agent runs on %q", s.Node, inc.Labels[v1alpha1.NodeLabel], facts.Node)
@@ -112,6 +119,8 @@ func CheckDelegated(req *Request, facts NodeFacts) error {
 		}
 	case s.ContainerID != "":
 		return refuse("the subject names container %s but no pod", s.ContainerID)
+	case s.Namespace != "" || s.Pod != "":
+		return refuse("the subject names pod %s/%s without its uid; a node acts only on a pod it can check", s.Namespace, s.Pod)
 	case !req.Target().Host:
 		return refuse("the subject is a host process; only a ClusterResponsePlaybook with allowHostProcesses may act on one")
 	}

@@ -53,6 +53,9 @@ func TestCheckDelegatedDecidesFromTheAgentsOwnFacts(t *testing.T) {
 		{"a host process a namespaced playbook allows", req(hostProc, false, true, false, true), responders.NodeFacts{Node: "n1"}, false},
 		{"a host process a cluster playbook allows", req(hostProc, true, true, false, true), responders.NodeFacts{Node: "n1"}, true},
 		{"a container without its pod", req(v1alpha1.Subject{Node: "n1", ContainerID: "containerd://c1", PID: 42}, true, true, true, true), responders.NodeFacts{Node: "n1"}, false},
+		// A pod named without its uid would otherwise pass for a host process.
+		{"a pod without its uid", req(v1alpha1.Subject{Node: "n1", Namespace: "shop", Pod: "web", PID: 42}, true, true, true, true), responders.NodeFacts{Node: "n1"}, false},
+		{"the admission policy is not in force", req(pod, true, false, false, true), responders.NodeFacts{Node: "n1", PodFound: true, PodNamespace: "shop", ContainerInPod: true, PolicyMissing: "the policy binding does not exist"}, false},
 	} {
 		err := responders.CheckDelegated(tc.req, tc.facts)
 		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, responders.ErrNotDelegable)) {

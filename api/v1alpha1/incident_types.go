@@ -158,6 +158,12 @@ type IncidentStatus struct {
 	// Authorized condition was decided for.
 	// +optional
 	AuthorizedGeneration int64 `json:"authorizedGeneration,omitempty"`
+	// AuthorizationSignature is the controller's signature of its decision
+	// (the Incident's uid, the generation, the Authorized status and
+	// reason): a restarted controller trusts a recorded decision only with
+	// it, so whoever else may write status cannot authorize an Incident.
+	// +optional
+	AuthorizationSignature string `json:"authorizationSignature,omitempty"`
 }
 
 // +kubebuilder:object:root=true

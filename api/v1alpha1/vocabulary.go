@@ -42,6 +42,11 @@ const (
 	// KernelIsolationAnnotation records, on an Incident, what the agent of
 	// its node attached (or released) in the kernel for its isolate step.
 	KernelIsolationAnnotation = "riposte.dev/kernel-isolation"
+	// IsolationFinalizer keeps an Incident that isolates a pod from going
+	// away until the isolation is reverted or the pod is gone: the agents
+	// hold the kernel layer from the Incident, so deleting it would free
+	// the pod. While it is being deleted the isolation holds.
+	IsolationFinalizer = "riposte.dev/isolation"
 
 	// IsolateLabel selects an isolated pod for its NetworkPolicy; its value
 	// is the pod's UID so one pod's policy never selects another. Only

@@ -14,6 +14,7 @@ import (
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/host"
+	"github.com/riposte-dev/riposte/internal/trust"
 	"github.com/riposte-dev/riposte/responders"
 	rnode "github.com/riposte-dev/riposte/responders/node"
 )
@@ -48,6 +49,12 @@ func (r *incidentReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	done := responders.NodeResults(&inc)
+	// Only the controller writes an Incident's Authorized condition, as
+	// long as the admission policy is in force: check it before acting.
+	policyMissing, err := trust.PolicyMissing(ctx, r.reader, trust.IncidentPolicy)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	var errs []error
 	for _, st := range inc.Status.Steps {
 		key := responders.StepKey(st.Playbook, st.Name)
@@ -62,7 +69,9 @@ func (r *incidentReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 			errs = append(errs, err)
 			continue
 		}
-		res := responders.RunDelegated(ctx, r.actions, step, r.facts(&inc.Spec.Subject))
+		facts := r.facts(&inc.Spec.Subject)
+		facts.PolicyMissing = policyMissing
+		res := responders.RunDelegated(ctx, r.actions, step, facts)
 		r.log.Info("delegated step", "incident", req.NamespacedName.String(), "step", key, "result", res.Message, "error", res.Error)
 		if err := rnode.Report(ctx, r.reader, r.client, &inc, key, res); err != nil {
 			errs = append(errs, err)

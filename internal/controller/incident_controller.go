@@ -89,10 +89,14 @@ func (r *IncidentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 // authorize decides for inc's current generation (again for a manual
 // Incident waiting for approval or a missing policy, whose answer can change
-// without a new generation) and records the decision in its status.
+// without a new generation) and records the decision in its status, signed:
+// a recorded decision is reused only when its signature proves this
+// controller made it about this object and generation, never because the
+// status says so.
 func (r *IncidentReconciler) authorize(ctx context.Context, inc *v1alpha1.Incident) (trust.Decision, error) {
 	cur := apimeta.FindStatusCondition(inc.Status.Conditions, v1alpha1.AuthorizedCondition)
-	decided := cur != nil && inc.Status.AuthorizedGeneration == inc.Generation
+	decided := cur != nil && inc.Status.AuthorizedGeneration == inc.Generation && r.Authorizer.Signer != nil &&
+		r.Authorizer.Signer.VerifyDecision(inc, cur.Status == metav1.ConditionTrue, cur.Reason)
 	if decided && (cur.Status == metav1.ConditionTrue || (cur.Reason != v1alpha1.AwaitingApprovalReason && cur.Reason != v1alpha1.PolicyMissingReason)) {
 		return trust.Decision{Allowed: cur.Status == metav1.ConditionTrue, Reason: cur.Reason, Message: cur.Message}, nil
 	}
@@ -111,6 +115,10 @@ func (r *IncidentReconciler) authorize(ctx context.Context, inc *v1alpha1.Incide
 	base := inc.DeepCopy()
 	apimeta.SetStatusCondition(&inc.Status.Conditions, cond)
 	inc.Status.AuthorizedGeneration = inc.Generation
+	inc.Status.AuthorizationSignature = ""
+	if r.Authorizer.Signer != nil {
+		inc.Status.AuthorizationSignature = r.Authorizer.Signer.SignDecision(inc, d.Allowed, d.Reason)
+	}
 	switch {
 	case !d.Allowed && len(inc.Status.Steps) == 0:
 		inc.Status.Phase = v1alpha1.PhaseRefused

@@ -8,13 +8,17 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/internal/trust"
 	"github.com/riposte-dev/riposte/responders"
 )
 
@@ -32,6 +36,9 @@ type IsolationReconciler struct {
 	client.Client
 	Isolate  *responders.Isolate
 	Recorder EventRecorder
+	// Signer verifies that the Incident's Authorized condition is this
+	// controller's own decision; nil trusts the condition as written.
+	Signer *trust.Signer
 }
 
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;delete
@@ -101,8 +108,17 @@ func (r *IsolationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.Get(ctx, req.NamespacedName, &inc); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	authorized := responders.Authorized(&inc)
+	if authorized && r.Signer != nil {
+		c := apimeta.FindStatusCondition(inc.Status.Conditions, v1alpha1.AuthorizedCondition)
+		authorized = r.Signer.VerifyDecision(&inc, true, c.Reason) // else not this controller's decision
+	}
+	holds := authorized && inc.Status.Phase != v1alpha1.PhaseReverted && len(isolatedPods(&inc)) > 0
+	if done, err := r.guardDeletion(ctx, &inc, holds); done || err != nil {
+		return ctrl.Result{}, err
+	}
 	// A revert in progress removes the isolation on purpose.
-	if !responders.Authorized(&inc) || inc.Annotations[v1alpha1.RevertAnnotation] == "true" || inc.Status.Phase == v1alpha1.PhaseReverted {
+	if !holds || inc.Annotations[v1alpha1.RevertAnnotation] == "true" {
 		return ctrl.Result{}, nil
 	}
 	for _, st := range inc.Status.Steps {
@@ -134,6 +150,71 @@ func (r *IsolationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// guardDeletion keeps v1alpha1.IsolationFinalizer on an Incident while it
+// holds an isolation, and lets a deleted one go only once nothing is held
+// any more (reverted, or the pods gone). The finalizer went on only while
+// the Incident was authorized; being deleted bumps its generation past the
+// authorized one, so a deleted Incident with the finalizer holds without
+// asking again. done is true when the Incident is being deleted: nothing
+// else is to be done for it here.
+func (r *IsolationReconciler) guardDeletion(ctx context.Context, inc *v1alpha1.Incident, holds bool) (done bool, err error) {
+	has := controllerutil.ContainsFinalizer(inc, v1alpha1.IsolationFinalizer)
+	if inc.DeletionTimestamp.IsZero() {
+		switch {
+		case holds && !has:
+			return false, r.setFinalizer(ctx, inc, true)
+		case !holds && has:
+			return false, r.setFinalizer(ctx, inc, false)
+		}
+		return false, nil
+	}
+	if !has {
+		return true, nil
+	}
+	if inc.Status.Phase != v1alpha1.PhaseReverted && len(isolatedPods(inc)) > 0 {
+		present, err := r.isolatedPodExists(ctx, inc)
+		if err != nil {
+			return true, err
+		}
+		if present {
+			if r.Recorder != nil {
+				r.Recorder.Eventf(inc, nil, corev1.EventTypeWarning, "IsolationHeld", "Delete",
+					"the Incident is being deleted while it isolates pod %s/%s: the isolation holds until the Incident is reverted (%s=true) or the pod is gone",
+					inc.Spec.Subject.Namespace, inc.Spec.Subject.Pod, v1alpha1.RevertAnnotation)
+			}
+			return true, nil
+		}
+	}
+	return true, r.setFinalizer(ctx, inc, false)
+}
+
+func (r *IsolationReconciler) setFinalizer(ctx context.Context, inc *v1alpha1.Incident, on bool) error {
+	base := inc.DeepCopy()
+	if on {
+		controllerutil.AddFinalizer(inc, v1alpha1.IsolationFinalizer)
+	} else {
+		controllerutil.RemoveFinalizer(inc, v1alpha1.IsolationFinalizer)
+	}
+	if err := r.Patch(ctx, inc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner)); err != nil {
+		return fmt.Errorf("finalizer %s on incident %s/%s: %w", v1alpha1.IsolationFinalizer, inc.Namespace, inc.Name, err)
+	}
+	return nil
+}
+
+// isolatedPodExists reports whether a pod the Incident isolates still
+// exists (the subject's pod, with an isolated uid).
+func (r *IsolationReconciler) isolatedPodExists(ctx context.Context, inc *v1alpha1.Incident) (bool, error) {
+	s := inc.Spec.Subject
+	var p corev1.Pod
+	if err := r.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.Pod}, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return slices.Contains(isolatedPods(inc), string(p.UID)), nil
 }
 
 // lastWriter describes who last wrote the subject pod, from its managed

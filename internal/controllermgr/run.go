@@ -385,7 +385,7 @@ func setupResponse(mgr ctrl.Manager, cfg *rest.Config, opts Options, auth *trust
 		return fmt.Errorf("set up incident reconciler: %w", err)
 	}
 	iso, _ := runner.Actions[v1alpha1.ActionIsolate].(*responders.Isolate)
-	if err := (&controller.IsolationReconciler{Client: mgr.GetClient(), Isolate: iso, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+	if err := (&controller.IsolationReconciler{Client: mgr.GetClient(), Isolate: iso, Recorder: recorder, Signer: auth.Signer}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up isolation reconciler: %w", err)
 	}
 	return nil

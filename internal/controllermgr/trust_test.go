@@ -423,9 +423,61 @@ func TestOnlyRiposteOrdersResponses(t *testing.T) {
 	}
 
 	// Without the admission policy (removed, or never installed).
+	labelPlaybook(t, ctx, ns, "mark-forged", "riposte.dev/forged-status")
+	forgedStatus := manualIncident(ns, "forged-status", v1alpha1.OriginManual, victim, "mark-forged")
+	if err := mallory.Create(ctx, forgedStatus); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "forged-status awaits approval", func() error {
+		_, c, err := authorized(ctx, client.ObjectKeyFromObject(forgedStatus))
+		if err != nil {
+			return err
+		}
+		if c.Reason != v1alpha1.AwaitingApprovalReason {
+			return fmt.Errorf("authorized %+v", c)
+		}
+		return nil
+	})
 	b := &admissionregistrationBinding{name: "riposte-incidents"}
 	b.remove(t, ctx)
 	defer b.restore(t, ctx)
+	// Whoever may write status (here the agent's identity) records an
+	// Authorized=True decision: the controller does not take it for its
+	// own, decides again at the next change, and runs nothing.
+	var fs v1alpha1.Incident
+	if err := agent.Get(ctx, client.ObjectKeyFromObject(forgedStatus), &fs); err != nil {
+		t.Fatal(err)
+	}
+	fbase := client.MergeFrom(fs.DeepCopy())
+	apimeta.SetStatusCondition(&fs.Status.Conditions, metav1.Condition{Type: v1alpha1.AuthorizedCondition, Status: metav1.ConditionTrue,
+		Reason: v1alpha1.ApprovedReason, Message: "forged", ObservedGeneration: fs.Generation})
+	fs.Status.AuthorizedGeneration = fs.Generation
+	fs.Status.AuthorizationSignature = "v1:" + strings.Repeat("ab", 32)
+	if err := agent.Status().Patch(ctx, &fs, fbase); err != nil {
+		t.Fatalf("forge the Authorized condition with the policy gone: %v", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(forgedStatus), &fs); err != nil {
+		t.Fatal(err)
+	}
+	touch := client.MergeFrom(fs.DeepCopy())
+	fs.Annotations = map[string]string{"example.com/touched": "yes"}
+	if err := k8s.Patch(ctx, &fs, touch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the forged decision is replaced by the controller's own", func() error {
+		got, c, err := authorized(ctx, client.ObjectKeyFromObject(forgedStatus))
+		if err != nil {
+			return err
+		}
+		if c.Status != metav1.ConditionFalse || len(got.Status.Steps) != 0 {
+			return fmt.Errorf("authorized %+v, steps %d", c, len(got.Status.Steps))
+		}
+		t.Logf("forged-status: %s %s", c.Reason, c.Message)
+		return nil
+	})
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(victim), &p); err != nil || p.Labels["riposte.dev/forged-status"] != "" {
+		t.Fatalf("a forged Authorized condition had the victim acted on: labels %v (%v)", p.Labels, err)
+	}
 	forged := manualIncident(ns, "forged-without-policy", v1alpha1.OriginController, victim, "mark")
 	forged.Annotations = map[string]string{v1alpha1.SignatureAnnotation: "v1:" + strings.Repeat("ab", 32)}
 	agentInc := manualIncident(ns, "agent-without-policy", v1alpha1.OriginAgent, victim, "mark")
@@ -745,4 +797,55 @@ func TestIsolationCannotBeLiftedBySomeoneElse(t *testing.T) {
 		return fmt.Errorf("no IsolationReasserted event among %d", len(evs.Items))
 	})
 	b.restore(t, ctx)
+
+	// Deleting the Incident does not free the pod (the agents hold the
+	// kernel layer from it): it stays, being deleted, until it is reverted.
+	if err := k8s.Delete(ctx, inc.DeepCopy()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the deleted Incident holds the isolation and says so", func() error {
+		var cur v1alpha1.Incident
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(inc), &cur); err != nil {
+			return err
+		}
+		if cur.DeletionTimestamp.IsZero() {
+			return fmt.Errorf("not being deleted yet")
+		}
+		var evs corev1.EventList
+		if err := k8s.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "IsolationHeld" && e.InvolvedObject.Name == inc.Name {
+				t.Logf("event: %s", e.Message)
+				return nil
+			}
+		}
+		return fmt.Errorf("no IsolationHeld event")
+	})
+	var p corev1.Pod
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(suspect), &p); err != nil || p.Labels[v1alpha1.IsolateLabel] != string(suspect.UID) {
+		t.Fatalf("deleting the Incident lifted the isolation: labels %v (%v)", p.Labels, err)
+	}
+	var cur v1alpha1.Incident
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(inc), &cur); err != nil {
+		t.Fatal(err)
+	}
+	rb := client.MergeFrom(cur.DeepCopy())
+	cur.Annotations[v1alpha1.RevertAnnotation] = "true"
+	if err := k8s.Patch(ctx, &cur, rb); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the reverted Incident is gone and the pod free", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(inc), &cur); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("incident still there (%v), phase %s", err, cur.Status.Phase)
+		}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(suspect), &p); err != nil {
+			return err
+		}
+		if _, ok := p.Labels[v1alpha1.IsolateLabel]; ok {
+			return fmt.Errorf("labels %v", p.Labels)
+		}
+		return nil
+	})
 }

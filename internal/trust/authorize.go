@@ -116,27 +116,46 @@ func (a *Authorizer) policy() string {
 
 // policyMissing says why the admission policy is not in force, "" if it is.
 func (a *Authorizer) policyMissing(ctx context.Context) (string, error) {
+	return PolicyMissing(ctx, a.Reader, a.policy())
+}
+
+// PolicyMissing says why the admission policy name (and its binding of the
+// same name) is not in force, "" if it is: it must exist, fail closed and
+// deny, for every object it matches (a binding narrowed by matchResources
+// would leave some Incidents unguarded).
+func PolicyMissing(ctx context.Context, r client.Reader, name string) (string, error) {
 	var p admissionregistrationv1.ValidatingAdmissionPolicy
-	if err := a.Reader.Get(ctx, client.ObjectKey{Name: a.policy()}, &p); err != nil {
+	if err := r.Get(ctx, client.ObjectKey{Name: name}, &p); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "the policy does not exist", nil
 		}
-		return "", fmt.Errorf("read admission policy %s: %w", a.policy(), err)
+		return "", fmt.Errorf("read admission policy %s: %w", name, err)
 	}
 	if fp := p.Spec.FailurePolicy; fp != nil && *fp != admissionregistrationv1.Fail {
 		return fmt.Sprintf("its failurePolicy is %s, not Fail", *fp), nil
 	}
+	if len(p.Spec.Validations) == 0 {
+		return "it has no validations", nil
+	}
 	var b admissionregistrationv1.ValidatingAdmissionPolicyBinding
-	if err := a.Reader.Get(ctx, client.ObjectKey{Name: a.policy()}, &b); err != nil {
+	if err := r.Get(ctx, client.ObjectKey{Name: name}, &b); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "the policy binding does not exist", nil
 		}
-		return "", fmt.Errorf("read admission policy binding %s: %w", a.policy(), err)
+		return "", fmt.Errorf("read admission policy binding %s: %w", name, err)
 	}
-	if b.Spec.PolicyName != a.policy() || !slices.Contains(b.Spec.ValidationActions, admissionregistrationv1.Deny) {
-		return fmt.Sprintf("the binding does not deny with policy %s", a.policy()), nil
+	if b.Spec.PolicyName != name || !slices.Contains(b.Spec.ValidationActions, admissionregistrationv1.Deny) {
+		return fmt.Sprintf("the binding does not deny with policy %s", name), nil
+	}
+	if m := b.Spec.MatchResources; m != nil && (len(m.ResourceRules) > 0 || len(m.ExcludeResourceRules) > 0 ||
+		!emptySelector(m.NamespaceSelector) || !emptySelector(m.ObjectSelector)) {
+		return "the binding is narrowed by matchResources", nil
 	}
 	return "", nil
+}
+
+func emptySelector(s *metav1.LabelSelector) bool {
+	return s == nil || (len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0)
 }
 
 // agent checks an agent's Incident against the API server: its node owns

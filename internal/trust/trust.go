@@ -84,6 +84,40 @@ func (s *Signer) Verify(inc *v1alpha1.Incident) bool {
 	return err == nil && hmac.Equal(got, s.mac(inc))
 }
 
+// decided is what a decision's signature covers: which object, which spec,
+// and the answer.
+type decided struct {
+	UID        string `json:"uid"`
+	Generation int64  `json:"generation"`
+	Allowed    bool   `json:"allowed"`
+	Reason     string `json:"reason"`
+}
+
+func (s *Signer) decisionMAC(inc *v1alpha1.Incident, allowed bool, reason string) []byte {
+	b, _ := json.Marshal(decided{UID: string(inc.UID), Generation: inc.Generation, Allowed: allowed, Reason: reason})
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte("decision\x00"))
+	m.Write(b)
+	return m.Sum(nil)
+}
+
+// SignDecision returns the AuthorizationSignature of a decision about inc's
+// current generation.
+func (s *Signer) SignDecision(inc *v1alpha1.Incident, allowed bool, reason string) string {
+	return sigPrefix + hex.EncodeToString(s.decisionMAC(inc, allowed, reason))
+}
+
+// VerifyDecision reports whether inc's status records a decision this
+// Signer made about this very object (its uid) at its current generation.
+func (s *Signer) VerifyDecision(inc *v1alpha1.Incident, allowed bool, reason string) bool {
+	v, ok := strings.CutPrefix(inc.Status.AuthorizationSignature, sigPrefix)
+	if !ok || inc.Status.AuthorizedGeneration != inc.Generation {
+		return false
+	}
+	got, err := hex.DecodeString(v)
+	return err == nil && hmac.Equal(got, s.decisionMAC(inc, allowed, reason))
+}
+
 // keyField is the signing key's entry in its Secret.
 const keyField = "incident-signing-key"
 

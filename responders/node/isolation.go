@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/host"
@@ -31,13 +32,17 @@ type Want struct {
 // Running or Succeeded with its kernel layer delegated here, with the peers
 // the controller recorded in the step. The desired state lives in the
 // Incident, not in the pod's labels, so removing the pod's isolate label
-// does not lift the kernel layer. Pods whose isolation a step reverted come
+// does not lift the kernel layer, and neither does deleting the Incident
+// (v1alpha1.IsolationFinalizer). Pods whose isolation a step reverted come
 // back in reverted, for reporting the release.
 func Wanted(incs []v1alpha1.Incident, node string) (want map[string]Want, reverted map[string][]*v1alpha1.Incident, errs []error) {
 	want, reverted = map[string]Want{}, map[string][]*v1alpha1.Incident{}
 	for i := range incs {
 		inc := &incs[i]
-		if inc.Labels[v1alpha1.NodeLabel] != node || !responders.Authorized(inc) {
+		// Being deleted bumps the generation past the authorized one; the
+		// controller's finalizer says the isolation holds until reverted.
+		deleting := !inc.DeletionTimestamp.IsZero() && controllerutil.ContainsFinalizer(inc, v1alpha1.IsolationFinalizer)
+		if inc.Labels[v1alpha1.NodeLabel] != node || !(responders.Authorized(inc) || deleting) {
 			continue
 		}
 		for _, st := range inc.Status.Steps {
