@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/internal/controllermgr"
 	"github.com/riposte-dev/riposte/test/stack"
 )
 
@@ -91,7 +92,15 @@ func main() {
 
 func run(ctx context.Context) error {
 	began := time.Now()
-	s, err := stack.Start(ctx, stack.Options{ControllerManager: true})
+	// A webhook receiver standing in for the SOC's alert routing; the
+	// cluster admin allows namespaced playbooks to notify it.
+	notified := make(chan []byte, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		notified <- b
+	}))
+	defer hook.Close()
+	s, err := stack.Start(ctx, stack.Options{ControllerManager: true, Response: controllermgr.Response{NotifyAllow: []string{hook.URL + "/"}}})
 	if err != nil {
 		return err
 	}
@@ -141,18 +150,11 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("the broken rule was admitted")
 	}
 
-	// 3. A team's own rule and playbook, with a webhook receiver standing in
-	// for the SOC's alert routing.
-	notified := make(chan []byte, 4)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		notified <- b
-	}))
-	defer hook.Close()
+	// 3. A team's own rule and playbook, notifying the SOC's webhook.
 	if err := s.Cluster.EnsureServiceAccount(ctx, ns, "api"); err != nil {
 		return err
 	}
-	if err := kubectl(fmt.Sprintf(teamRule, hook.URL), "apply", "-f", "-"); err != nil {
+	if err := kubectl(fmt.Sprintf(teamRule, hook.URL+"/soc"), "apply", "-f", "-"); err != nil {
 		return err
 	}
 	if err := waitReady(ctx, s.Client); err != nil {
@@ -287,7 +289,7 @@ func run(ctx context.Context) error {
 		_ = json.Unmarshal(b, &p)
 		fmt.Printf("\nthe SOC's webhook received (Falcosidekick format): priority=%v rule=%v output=%q\n", p["priority"], p["rule"], p["output"])
 	default:
-		return fmt.Errorf("the notify step succeeded but the webhook received nothing")
+		return fmt.Errorf("the SOC's webhook received nothing from the notify step")
 	}
 	fmt.Printf("\nRESULT: %d rules live, the broken rule refused, %d Incidents from a real API server's audit stream and objects, the team's playbook %s in %s\n",
 		countRules(ctx, s.Client), countIncidents(ctx, s.Client), strings.ToLower(string(responded.Status.Phase)), time.Since(began).Round(time.Second))
