@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -54,6 +55,10 @@ func TestKillProcessOnlyInItsCgroup(t *testing.T) {
 func TestContainerDirAndPIDs(t *testing.T) {
 	c := host.Cgroups{Root: host.DefaultCgroupRoot()}
 	cmd, rel := hosttest.KubeletCgroup(t, c.Root, hostTestUID, hostTestID)
+	// The test's own root: another run of these tests at the same time has
+	// a kubelet tree with the same pod uid at the same depth.
+	top, rel, _ := strings.Cut(strings.TrimPrefix(rel, "/"), "/")
+	c.Root, rel = filepath.Join(c.Root, top), "/"+rel
 	for _, id := range []string{hostTestID, "containerd://" + hostTestID} {
 		dir, err := c.ContainerDir(hostTestUID, id)
 		if err != nil {
