@@ -107,6 +107,10 @@ type ProcessTarget struct {
 	// Host allows acting on a process outside any container (a
 	// ClusterResponsePlaybook with allowHostProcesses).
 	Host bool
+	// StartTicks is the process's start time in clock ticks after boot
+	// (/proc/<pid>/stat) as recorded when it was seen, or 0 when unknown;
+	// a kill refuses a process holding PID that started at another time.
+	StartTicks uint64
 }
 
 // Peer is a destination an isolated pod may still reach; a nil Net means any

@@ -281,7 +281,12 @@ func TestKillProcessChecksContainerAndKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Rmdir(filepath.Join(filepath.Dir(pod.Dir), other)) })
+	st, err := host.Proc{}.Stat(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, target := range map[string]responders.ProcessTarget{
+		"a reused pid (another start time)":      {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID, StartTicks: st.StartTicks + 1},
 		"another container of the pod":           {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + other},
 		"a container that does not exist":        {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + strings.Repeat("e", 64)},
 		"no container, host not allowed":         {PID: cmd.Process.Pid},
@@ -291,10 +296,10 @@ func TestKillProcessChecksContainerAndKills(t *testing.T) {
 			t.Fatalf("%s: killed a process that is not the target's", name)
 		}
 	}
-	if err := l.KillProcess(context.Background(), responders.ProcessTarget{PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID}); err != nil {
+	if err := l.KillProcess(context.Background(), responders.ProcessTarget{PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID, StartTicks: st.StartTicks}); err != nil {
 		t.Fatalf("kill: %v", err)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("helper exit: %v, want killed by SIGKILL", err)
