@@ -10,11 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	syscallNoFollow = syscall.O_NOFOLLOW
-	syscallNonBlock = syscall.O_NONBLOCK
-)
-
 var errESRCH = syscall.ESRCH
 
 // ErrNotInCgroup means a process is not in the cgroup a kill was aimed at:

@@ -41,6 +41,12 @@ type Local struct {
 	// FlightRecorder, when set, returns the pod's recent events in their JSON
 	// form (the agent keeps the last N per pod in memory) for capture.
 	FlightRecorder func(podUID string) [][]byte
+	// Limits bound what a capture copies (zero: the defaults, MaxBundle…).
+	Limits Limits
+	// SpoolDir is where a capture streams executables and files until the
+	// bundle is written (default the system's temporary folder); on the
+	// evidence store's file system the bundle takes them by rename.
+	SpoolDir string
 
 	mu    sync.Mutex
 	links map[string][]link.Link

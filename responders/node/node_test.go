@@ -136,12 +136,18 @@ func NewPod(t *testing.T) *Pod {
 // it with the first line it printed.
 func (p *Pod) Start(t *testing.T, mode string) (*exec.Cmd, string) {
 	t.Helper()
+	return p.StartBinary(t, os.Args[0], mode)
+}
+
+// StartBinary is Start with a copy (or another name) of the test binary.
+func (p *Pod) StartBinary(t *testing.T, binary, mode string) (*exec.Cmd, string) {
+	t.Helper()
 	fd, err := os.Open(p.Dir)
 	if err != nil {
 		t.Fatalf("open container cgroup: %v", err)
 	}
 	defer fd.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.Command(binary, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "RIPOSTE_HELPER="+mode)
 	// Started directly in the cgroup (clone3 CLONE_INTO_CGROUP), so every socket
 	// it creates belongs to the pod from the start, as in a real container.
@@ -159,6 +165,24 @@ func (p *Pod) Start(t *testing.T, mode string) (*exec.Cmd, string) {
 		t.Fatalf("helper %s: %q %v", mode, line, err)
 	}
 	return cmd, strings.TrimSpace(line)
+}
+
+// StartCommand runs a command inside the container cgroup (a small
+// executable, for captures that copy it).
+func (p *Pod) StartCommand(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	fd, err := os.Open(p.Dir)
+	if err != nil {
+		t.Fatalf("open container cgroup: %v", err)
+	}
+	defer fd.Close()
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s in cgroup %s: %v", name, p.Dir, err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
 }
 
 // roundTrip sends msg and waits up to wait for it to come back.
