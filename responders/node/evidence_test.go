@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,8 +118,8 @@ func TestCaptureBoundsDuplicatedExecutablesAndADirectoryBomb(t *testing.T) {
 	}
 	// One budget: the executable once, not twice, besides what the socket
 	// tables and changed files may take.
-	lim := node.Limits{NetTable: 64 << 10, ChangedTotal: 64 << 10, ChangedList: 1 << 20, ChangedFiles: 500}
-	lim.Bundle = size + size/2 + 5*lim.NetTable + lim.ChangedTotal + lim.ChangedList + int64(len(names))*4096
+	lim := node.Limits{ChangedTotal: 64 << 10, ChangedList: 1 << 20, ChangedFiles: 500}
+	lim.Bundle = size + size/2 + 5*node.MaxNetTable + lim.ChangedTotal + lim.ChangedList + int64(len(names))*4096
 	l := &node.Local{Cgroups: host.Cgroups{Root: pod.Root}, Limits: lim, SpoolDir: t.TempDir()}
 	upperOf(t, l, pod.ContainerID, upper)
 	target := responders.ProcessTarget{PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID}
@@ -182,10 +183,12 @@ func TestCaptureBoundsDuplicatedExecutablesAndADirectoryBomb(t *testing.T) {
 		"executables: 1 of 2 copied, byte budget " + fmt.Sprintf("%d bytes", lim.Bundle) + " reached",
 		"changed files of " + short + ": listing stopped after 500 entries, bound of 500 entries reached",
 	}
-	if got := strings.Join(ne.Cut, "\n"); got != strings.Join(wantCut, "\n") {
-		t.Errorf("cut lines:\n%s\nwant:\n%s", got, strings.Join(wantCut, "\n"))
-	}
+	// (The socket tables are the host's here, whose size this test does
+	// not control.)
 	for _, c := range wantCut {
+		if !slices.Contains(ne.Cut, c) {
+			t.Errorf("cut lines lack %q:\n%s", c, strings.Join(ne.Cut, "\n"))
+		}
 		if !strings.Contains(string(files["node/not-captured.txt"]), c) {
 			t.Errorf("not-captured.txt lacks %q:\n%s", c, files["node/not-captured.txt"])
 		}
