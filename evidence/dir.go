@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,6 +18,22 @@ import (
 type File struct {
 	Name string
 	Data []byte
+	// Path, when set, names a file on this machine that holds the content
+	// instead of Data: what may be large (executables, a container's
+	// files) is spooled to disk as it is captured, never held in memory.
+	// Write takes the file: it moves it into the bundle (copies it across
+	// file systems) and removes it whatever happens.
+	Path string
+}
+
+// Discard removes the spooled files (File.Path) of files that will not be
+// written.
+func Discard(files []File) {
+	for _, f := range files {
+		if f.Path != "" {
+			_ = os.Remove(f.Path)
+		}
+	}
 }
 
 // Entry is a file's line in the manifest.
@@ -75,6 +92,7 @@ func (d *Dir) Write(ctx context.Context, id string, files []File, now time.Time)
 		return Sealed{}, err
 	}
 	final := filepath.Join(d.Root, rel)
+	defer Discard(files)
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
 		return Sealed{}, fmt.Errorf("create evidence folder: %w", err)
 	}
@@ -98,11 +116,19 @@ func (d *Dir) Write(ctx context.Context, id string, files []File, now time.Time)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			return Sealed{}, fmt.Errorf("write evidence %s: %w", f.Name, err)
 		}
-		if err := os.WriteFile(p, f.Data, 0o400); err != nil {
-			return Sealed{}, fmt.Errorf("write evidence %s: %w", f.Name, err)
+		e := Entry{Name: f.Name}
+		if f.Path != "" {
+			if e.SHA256, e.Size, err = place(f.Path, p); err != nil {
+				return Sealed{}, fmt.Errorf("write evidence %s: %w", f.Name, err)
+			}
+		} else {
+			if err := os.WriteFile(p, f.Data, 0o400); err != nil {
+				return Sealed{}, fmt.Errorf("write evidence %s: %w", f.Name, err)
+			}
+			sum := sha256.Sum256(f.Data)
+			e.SHA256, e.Size = hex.EncodeToString(sum[:]), int64(len(f.Data))
 		}
-		sum := sha256.Sum256(f.Data)
-		m.Files = append(m.Files, Entry{Name: f.Name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(f.Data))})
+		m.Files = append(m.Files, e)
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
 	data, err := json.MarshalIndent(m, "", "  ")
@@ -126,6 +152,40 @@ func (d *Dir) Write(ctx context.Context, id string, files []File, now time.Time)
 	return Sealed{Location: loc, Path: final, ManifestSHA256: hex.EncodeToString(sum[:]), Files: len(m.Files), CapturedAt: m.CapturedAt}, nil
 }
 
+// place moves the spooled file src to dst (copying it when they are on
+// different file systems) and returns the SHA-256 and size of what dst
+// holds, reading it as a stream.
+func place(src, dst string) (string, int64, error) {
+	if err := os.Rename(src, dst); err != nil {
+		in, err := os.Open(src)
+		if err != nil {
+			return "", 0, err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+		if err != nil {
+			return "", 0, err
+		}
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(out, h), in)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		return hex.EncodeToString(h.Sum(nil)), n, err
+	}
+	if err := os.Chmod(dst, 0o400); err != nil {
+		return "", 0, err
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
 // Verify re-hashes a bundle folder against its manifest and the manifest
 // against want (the hash recorded in the Incident).
 func Verify(path, want string) (*Manifest, error) {
@@ -142,14 +202,26 @@ func Verify(path, want string) (*Manifest, error) {
 		return nil, fmt.Errorf("decode manifest: %w", err)
 	}
 	for _, e := range m.Files {
-		b, err := os.ReadFile(filepath.Join(path, filepath.FromSlash(e.Name)))
+		got, err := hashFile(filepath.Join(path, filepath.FromSlash(e.Name)))
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", e.Name, err)
 		}
-		s := sha256.Sum256(b)
-		if got := hex.EncodeToString(s[:]); got != e.SHA256 {
+		if got != e.SHA256 {
 			return nil, fmt.Errorf("%s: sha256 %s, manifest says %s", e.Name, got, e.SHA256)
 		}
 	}
 	return &m, nil
+}
+
+func hashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -61,3 +61,41 @@ func TestWriteRejectsPathsLeavingTheRoot(t *testing.T) {
 		t.Errorf("file name leaving the bundle accepted")
 	}
 }
+
+// TestWriteTakesSpooledFiles: a file spooled on disk is moved into the
+// bundle and hashed from there; a Write that fails still removes what was
+// spooled, so nothing piles up.
+func TestWriteTakesSpooledFiles(t *testing.T) {
+	spool := t.TempDir()
+	spooled := func(body string) string {
+		f, err := os.CreateTemp(spool, "capture-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(body); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return f.Name()
+	}
+	d := &evidence.Dir{Root: t.TempDir()}
+	s, err := d.Write(context.Background(), "ns/inc/capture", []evidence.File{{Name: "exe/1-sh", Path: spooled("hello\n")}, {Name: "small", Data: []byte("x")}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := evidence.Verify(s.Path, s.ManifestSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sha256("hello\n")
+	if m.Files[0].Name != "exe/1-sh" || m.Files[0].Size != 6 || m.Files[0].SHA256 != "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03" {
+		t.Fatalf("manifest %+v", m.Files)
+	}
+	bad := []evidence.File{{Name: "a", Path: spooled("1")}, {Name: "../escape", Path: spooled("2")}, {Name: "b", Path: spooled("3")}}
+	if _, err := d.Write(context.Background(), "ns/inc/bad", bad, time.Now()); err == nil {
+		t.Fatal("a bundle with an invalid name was written")
+	}
+	if ents, _ := os.ReadDir(spool); len(ents) != 0 {
+		t.Fatalf("%d spooled files left behind", len(ents))
+	}
+}

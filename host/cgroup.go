@@ -148,18 +148,27 @@ func inode(fi fs.FileInfo) uint64 {
 // gone, not started yet, or runs on another node.
 var ErrNoCgroup = errors.New("no cgroup on this node")
 
-// maxPodDepth bounds the search for a pod's cgroup: pods sit at most three
-// levels down (kubepods/besteffort/pod…), below a configured cgroupRoot a
-// few more.
-const maxPodDepth = 6
+// maxKubepodsDepth bounds the search for the kubelet's top cgroup: it is
+// /kubepods or /kubepods.slice, below a configured cgroupRoot a few levels
+// more.
+const maxKubepodsDepth = 4
 
-// PodDir finds the cgroup directory of the pod with uid (absolute path),
-// recognising the kubelet's names by the same grammar as ParsePath.
+// PodDir finds the cgroup directory of the pod with uid (absolute path). It
+// matches only where the kubelet puts pods, below a kubelet top cgroup:
+//
+//	kubepods/pod<uid>, kubepods/<qos>/pod<uid>                       (cgroupfs)
+//	kubepods.slice/kubepods-pod<u_i_d>.slice,
+//	kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<u_i_d>.slice (systemd)
+//
+// The search for kubepods never enters a pod's or a container's cgroup,
+// where a container that can create cgroups (privileged, or delegated)
+// could make one named like a neighbour's pod. Should two kubelet trees hold
+// the uid, the shallower wins and equal depths are refused.
 func (c Cgroups) PodDir(uid string) (string, error) {
 	if uid == "" || canonicalUID(uid) != uid {
 		return "", fmt.Errorf("pod uid %q is not a uid", uid)
 	}
-	var found string
+	var roots []string
 	err := filepath.WalkDir(c.Root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if path == c.Root {
@@ -167,14 +176,21 @@ func (c Cgroups) PodDir(uid string) (string, error) {
 			}
 			return nil // removed while walking
 		}
-		if !d.IsDir() {
+		if !d.IsDir() || path == c.Root {
 			return nil
 		}
-		if parsePodSegment(d.Name()) == uid {
-			found = path
-			return fs.SkipAll
+		name := d.Name()
+		switch {
+		case name == "kubepods" || name == "kubepods.slice":
+			roots = append(roots, path)
+			return fs.SkipDir
+		case parsePodSegment(name) != "":
+			return fs.SkipDir
 		}
-		if strings.Count(strings.TrimPrefix(path, c.Root), string(os.PathSeparator)) >= maxPodDepth {
+		if _, ok := parseContainerSegment(name); ok {
+			return fs.SkipDir
+		}
+		if strings.Count(strings.TrimPrefix(path, c.Root), string(os.PathSeparator)) >= maxKubepodsDepth {
 			return fs.SkipDir
 		}
 		return nil
@@ -182,10 +198,43 @@ func (c Cgroups) PodDir(uid string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("search %s for pod %s: %w", c.Root, uid, err)
 	}
-	if found == "" {
-		return "", fmt.Errorf("pod %s: %w", uid, ErrNoCgroup)
+	var found []string
+	depth := -1
+	for _, root := range roots {
+		for _, rel := range podPaths(filepath.Base(root), uid) {
+			p := filepath.Join(root, rel)
+			if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+				continue
+			}
+			switch d := strings.Count(root, string(os.PathSeparator)); {
+			case depth < 0 || d < depth:
+				found, depth = []string{p}, d
+			case d == depth:
+				found = append(found, p)
+			}
+		}
 	}
-	return found, nil
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("pod %s: %w", uid, ErrNoCgroup)
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("pod %s: %d kubelet cgroups (%s), refusing to guess", uid, len(found), strings.Join(found, ", "))
+}
+
+// podPaths are where the kubelet puts the pod cgroup of uid below its top
+// cgroup named top, for each QoS class.
+func podPaths(top, uid string) []string {
+	if top == "kubepods.slice" {
+		u := strings.ReplaceAll(uid, "-", "_")
+		return []string{
+			"kubepods-pod" + u + ".slice",
+			"kubepods-besteffort.slice/kubepods-besteffort-pod" + u + ".slice",
+			"kubepods-burstable.slice/kubepods-burstable-pod" + u + ".slice",
+		}
+	}
+	return []string{"pod" + uid, "besteffort/pod" + uid, "burstable/pod" + uid}
 }
 
 // ContainerDir finds the cgroup directory of a container of a pod

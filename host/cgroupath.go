@@ -32,37 +32,38 @@ var scopePrefixes = []struct{ prefix, runtime string }{
 //	.../crio-<id>.scope, .../docker-<id>.scope
 //	/system.slice/containerd.service/kubepods-besteffort-pod<u_i_d>.slice:cri-containerd:<id>
 //
-// When containers nest (a process in a sub-cgroup of a container, or
-// docker-in-docker) the deepest container segment directly below a pod
-// segment wins, so the answer is the container the kubelet started. It
-// reports false rather than guess: ids must be exactly 64 lowercase hex
-// digits, and conmon scopes are not containers.
+// The path is read from the root: the first segment that names a pod or a
+// container decides. Below a pod segment, the segment directly under it is
+// the container the kubelet started; anything deeper (a process's own
+// sub-cgroup, docker-in-docker, or a privileged container's fake
+// ".../kubepods-besteffort-pod<other>.slice/cri-containerd-<other>.scope")
+// is inside that container and stays attributed to it. It reports false
+// rather than guess: ids must be exactly 64 lowercase hex digits, conmon
+// scopes are not containers, and a pod segment with no container directly
+// below it names no container.
 func ParsePath(path string) (Ref, bool) {
-	var best Ref
-	found := false
-	// Walk segments from the end without allocating a slice of them.
-	end := len(path)
-	for end > 0 {
-		start := strings.LastIndexByte(path[:end], '/') + 1
-		seg := path[start:end]
+	// Walk segments from the root without allocating a slice of them.
+	for rest := path; rest != ""; {
+		var seg string
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			seg, rest = rest[:i], rest[i+1:]
+		} else {
+			seg, rest = rest, ""
+		}
 		if ref, ok := parseContainerSegment(seg); ok {
-			if ref.PodUID == "" && start > 0 {
-				pstart := strings.LastIndexByte(path[:start-1], '/') + 1
-				ref.PodUID = parsePodSegment(path[pstart : start-1])
-			}
-			if ref.PodUID != "" {
-				return ref, true
-			}
-			if !found {
-				best, found = ref, true
-			}
+			return ref, true
 		}
-		if start == 0 {
-			break
+		if uid := parsePodSegment(seg); uid != "" {
+			next, _, _ := strings.Cut(rest, "/")
+			ref, ok := parseContainerSegment(next)
+			if !ok || ref.PodUID != "" {
+				return Ref{}, false
+			}
+			ref.PodUID = uid
+			return ref, true
 		}
-		end = start - 1
 	}
-	return best, found
+	return Ref{}, false
 }
 
 // parseContainerSegment recognises one path segment naming a container.

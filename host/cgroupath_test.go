@@ -12,6 +12,19 @@ const (
 
 var uidUnderscored = strings.ReplaceAll(testUID, "-", "_")
 
+// A container that can create cgroups below its own (privileged, or with
+// cgroup delegation) makes one shaped like a neighbour's pod and container
+// and moves into it.
+const (
+	victimUID = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+	victimID  = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+)
+
+var (
+	nestedFakeSystemd  = "/kubepods-besteffort-pod" + strings.ReplaceAll(victimUID, "-", "_") + ".slice/cri-containerd-" + victimID + ".scope"
+	nestedFakeCgroupfs = "/kubepods/besteffort/pod" + victimUID + "/" + victimID
+)
+
 func TestParsePath(t *testing.T) {
 	tests := []struct {
 		name, path string
@@ -41,6 +54,16 @@ func TestParsePath(t *testing.T) {
 		{"docker outside kubernetes", "/docker/" + testID, Ref{ContainerID: testID}, true},
 		{"docker-in-docker: kubelet's container wins", "/kubepods/pod" + testUID + "/" + testID + "/docker/" + strings.Repeat("f", 64),
 			Ref{ContainerID: testID, PodUID: testUID}, true},
+		{"systemd: a fake pod and container nested in a container stay the outer container's",
+			"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidUnderscored + ".slice/cri-containerd-" + testID + ".scope" + nestedFakeSystemd,
+			Ref{ContainerID: testID, PodUID: testUID, Runtime: "containerd"}, true},
+		{"cgroupfs: a fake pod and container nested in a container stay the outer container's",
+			"/kubepods/besteffort/pod" + testUID + "/" + testID + nestedFakeCgroupfs,
+			Ref{ContainerID: testID, PodUID: testUID}, true},
+		{"a container outside kubernetes faking a pod below it stays itself",
+			"/docker/" + testID + nestedFakeCgroupfs, Ref{ContainerID: testID}, true},
+		{"a pod segment with no container directly below names none",
+			"/kubepods/besteffort/pod" + testUID + "/sub/" + testID, Ref{}, false},
 		{"conmon is not a container", "/kubepods.slice/kubepods-pod" + uidUnderscored + ".slice/crio-conmon-" + testID + ".scope", Ref{}, false},
 		{"pod cgroup itself", "/kubepods/besteffort/pod" + testUID, Ref{}, false},
 		{"host", "/system.slice/sshd.service", Ref{}, false},
@@ -79,6 +102,9 @@ func FuzzParsePath(f *testing.F) {
 		"/kubepods.slice/kubepods-pod" + uidUnderscored + ".slice/crio-" + testID + ".scope",
 		"/system.slice/containerd.service/kubepods-besteffort-pod" + uidUnderscored + ".slice:cri-containerd:" + testID,
 		"/docker/" + testID, "/", "", "::", "/a:b:c", "pod/", ".slice", "kubepods-pod.slice",
+		// A neighbour's pod and container faked inside a container's cgroup.
+		"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidUnderscored + ".slice/cri-containerd-" + testID + ".scope" + nestedFakeSystemd,
+		"/kubepods/besteffort/pod" + testUID + "/" + testID + nestedFakeCgroupfs,
 	} {
 		f.Add(s)
 	}
@@ -96,6 +122,12 @@ func FuzzParsePath(f *testing.F) {
 		if ref.PodUID != "" {
 			if canonicalUID(ref.PodUID) != ref.PodUID || !strings.Contains(strings.ReplaceAll(path, "_", "-"), ref.PodUID) {
 				t.Fatalf("bad pod uid %q from %q", ref.PodUID, path)
+			}
+		}
+		// What a container does below its own cgroup never changes whose it is.
+		for _, fake := range []string{nestedFakeSystemd, nestedFakeCgroupfs} {
+			if nested, ok := ParsePath(path + fake); !ok || nested != ref {
+				t.Fatalf("ParsePath(%q + fake) = %+v, %v; want %+v", path, nested, ok, ref)
 			}
 		}
 		switch ref.Runtime {

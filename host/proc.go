@@ -282,30 +282,3 @@ func Tree(procs []Process) []byte {
 	}
 	return buf.Bytes()
 }
-
-// ReadFile reads at most max bytes of a regular file without following a
-// symbolic link in its last element, for files a container controls (its
-// overlay upper directory): a file swapped for a link between listing and
-// reading is refused rather than followed out of the container.
-func ReadFile(path string, max int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscallNoFollow|syscallNonBlock, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s is larger than the capture limit of %d bytes", path, max)
-	}
-	return b, nil
-}

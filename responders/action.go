@@ -95,7 +95,18 @@ type Node interface {
 	// container (or pod, or host process): processes, command lines, open
 	// files and sockets, executables, changed files, the flight recorder.
 	// Environment values are left out unless includeSecrets.
-	Evidence(ctx context.Context, t ProcessTarget, includeSecrets bool) ([]evidence.File, error)
+	Evidence(ctx context.Context, t ProcessTarget, includeSecrets bool) (NodeEvidence, error)
+}
+
+// NodeEvidence is what a node adds to a capture.
+type NodeEvidence struct {
+	// Files may be spooled on disk (evidence.File.Path): whoever receives
+	// them writes them into a bundle or discards them.
+	Files []evidence.File
+	// Cut says, one line each, what the capture's bounds left out
+	// ("executables: 3 of 7 copied, byte budget 256 MiB reached"); the
+	// bundle holds the details, the step's message these lines.
+	Cut []string
 }
 
 // ProcessTarget names what a node action acts on, from the Incident's
@@ -107,6 +118,10 @@ type ProcessTarget struct {
 	// Host allows acting on a process outside any container (a
 	// ClusterResponsePlaybook with allowHostProcesses).
 	Host bool
+	// StartTicks is the process's start time in clock ticks after boot
+	// (/proc/<pid>/stat) as recorded when it was seen, or 0 when unknown;
+	// a kill refuses a process holding PID that started at another time.
+	StartTicks uint64
 }
 
 // Peer is a destination an isolated pod may still reach; a nil Net means any

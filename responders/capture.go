@@ -130,13 +130,15 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 		}
 	}
 	delegate := false
+	var cut []string
 	switch {
 	case a.Node != nil && (s.PodUID != "" || req.Target().Host):
-		nf, err := a.Node.Evidence(ctx, req.Target(), params.IncludeSecrets)
+		ne, err := a.Node.Evidence(ctx, req.Target(), params.IncludeSecrets)
 		if err != nil {
 			missing = append(missing, fmt.Sprintf("node: %v", err))
 		}
-		files = append(files, nf...)
+		files = append(files, ne.Files...)
+		cut = ne.Cut
 	case s.PodUID != "" && s.Node != "":
 		// The agent on the pod's node writes a second bundle there.
 		delegate = true
@@ -155,6 +157,7 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 	if len(missing) > 0 {
 		msg += fmt.Sprintf(" (%d items not captured, see not-captured.txt)", len(missing))
 	}
+	msg += cutMessage(cut)
 	res := Result{
 		Message:  msg,
 		Undo:     map[string]string{"bundle": sealed.Location},
@@ -191,19 +194,35 @@ func (a *Capture) DoOnNode(ctx context.Context, req *Request) (Result, error) {
 		return Result{}, errors.New("no node agent or evidence store in this process")
 	}
 	includeSecrets := req.Step.Capture != nil && req.Step.Capture.IncludeSecrets
-	files, err := a.Node.Evidence(ctx, req.Target(), includeSecrets)
+	ne, err := a.Node.Evidence(ctx, req.Target(), includeSecrets)
 	if err != nil {
+		evidence.Discard(ne.Files)
 		return Result{}, err
 	}
-	sealed, err := a.Store.Write(ctx, bundleID(req, "-node"), files, time.Now())
+	sealed, err := a.Store.Write(ctx, bundleID(req, "-node"), ne.Files, time.Now())
 	if err != nil {
 		return Result{}, fmt.Errorf("store node evidence: %w", err)
 	}
 	at := metav1.NewTime(sealed.CapturedAt)
 	return Result{
-		Message:  fmt.Sprintf("%d files at %s, manifest sha256 %s", sealed.Files, sealed.Location, sealed.ManifestSHA256),
+		Message:  fmt.Sprintf("%d files at %s, manifest sha256 %s", sealed.Files, sealed.Location, sealed.ManifestSHA256) + cutMessage(ne.Cut),
 		Evidence: &v1alpha1.Evidence{Location: sealed.Location, ManifestSHA256: sealed.ManifestSHA256, Files: int32(sealed.Files), CapturedAt: &at},
 	}, nil
+}
+
+// maxCutLines bounds the lines of cutMessage: a pod of many containers
+// has a line or two for each; the bundle lists them all.
+const maxCutLines = 4
+
+// cutMessage puts what a capture's bounds left out into the step's message.
+func cutMessage(cut []string) string {
+	if len(cut) == 0 {
+		return ""
+	}
+	if len(cut) > maxCutLines {
+		cut = append(cut[:maxCutLines:maxCutLines], fmt.Sprintf("%d more in node/not-captured.txt", len(cut)-maxCutLines))
+	}
+	return "; cut by capture bounds: " + strings.Join(cut, "; ")
 }
 
 // bundleID names a step's evidence bundle: namespace/incident/playbook-step.

@@ -308,6 +308,22 @@ func TestCaptureOnTheNodeAddsProcessesSocketsAndExecutable(t *testing.T) {
 	}
 }
 
+// TestCaptureStepSaysWhatItsBoundsCut: what a capture's bounds leave out
+// is in the step's message, not only in the bundle.
+func TestCaptureStepSaysWhatItsBoundsCut(t *testing.T) {
+	ns := namespace(t)
+	p := barePod(t, ns)
+	root, cid, dir := podCgroup(t, string(p.UID))
+	startInCgroup(t, dir)
+	subject := subjectOf(p)
+	subject.ContainerID = "containerd://" + cid
+	local := &node.Local{Cgroups: host.Cgroups{Root: root}, Limits: node.Limits{Executable: 1}, SpoolDir: t.TempDir()}
+	store := &evidence.Dir{Root: t.TempDir()}
+	inc := incident(t, ns, subject, playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture})))
+	inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Node: local, Logs: responders.ClientsetLogs{Clientset: cs}, Store: store})), inc)
+	wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "cut by capture bounds: executables: 0 of 1 copied, 1 over the bound of 1 bytes each")
+}
+
 func TestKillContainerThroughIncidentKillsAllItsProcesses(t *testing.T) {
 	ns := namespace(t)
 	p := barePod(t, ns)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -135,20 +136,49 @@ func (a *Notify) target(req *Request) (*v1alpha1.NotifyParams, error) {
 
 // AllowedURL reports whether u starts with one of the allowed prefixes,
 // compared as parsed URLs (scheme, host and port exactly, then the path), so
-// "https://hooks.example" does not allow "https://hooks.example.evil".
+// "https://hooks.example" does not allow "https://hooks.example.evil". The
+// path is compared unescaped and must already be in its clean form: a path
+// with "." or ".." segments (escaped or not), "//", a backslash, a ';' or a
+// '%' left after unescaping is refused outright, since the server that
+// receives it may resolve it to a path outside the prefix
+// ("/team-a/../admin", "/team-a/%2e%2e/admin", "/team-a/..;/admin").
 func AllowedURL(allowed []string, u *url.URL) bool {
+	p, ok := cleanURLPath(u.Path)
+	if !ok || u.User != nil {
+		return false
+	}
 	for _, a := range allowed {
-		p, err := url.Parse(a)
-		if err != nil || p.Scheme != u.Scheme || !strings.EqualFold(p.Host, u.Host) || u.User != nil {
+		au, err := url.Parse(a)
+		if err != nil || au.Scheme != u.Scheme || !strings.EqualFold(au.Host, u.Host) {
 			continue
 		}
-		prefix := strings.TrimSuffix(p.EscapedPath(), "/")
-		path := u.EscapedPath()
-		if prefix == "" || path == prefix || strings.HasPrefix(path, prefix+"/") {
+		prefix, ok := cleanURLPath(au.Path)
+		if !ok {
+			continue
+		}
+		prefix = strings.TrimSuffix(prefix, "/")
+		if prefix == "" || p == prefix || strings.HasPrefix(p, prefix+"/") {
 			return true
 		}
 	}
 	return false
+}
+
+// cleanURLPath returns an unescaped URL path ("" counts as "/") and whether
+// it is clean: path.Clean leaves it unchanged (but for one trailing slash)
+// and it holds none of the characters servers give a meaning of their own.
+func cleanURLPath(p string) (string, bool) {
+	if p == "" {
+		p = "/"
+	}
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\\%;") {
+		return "", false
+	}
+	c := path.Clean(p)
+	if p != c && p != c+"/" {
+		return "", false
+	}
+	return p, true
 }
 
 func redactURL(raw string) string {

@@ -240,6 +240,11 @@ func newResponder(set *ruleset.Set, node, evidenceDir string, enabled bool, log 
 	deps := responders.Deps{Node: r.local}
 	if evidenceDir != "" {
 		deps.Store = &evidence.Dir{Root: evidenceDir, Node: node}
+		if spool, err := rnode.SpoolIn(evidenceDir); err == nil {
+			r.local.SpoolDir = spool
+		} else {
+			log.Warn("captures spool in the system's temporary folder", "error", err)
+		}
 	}
 	r.actions = responders.Defaults(deps)
 	return r

@@ -239,6 +239,14 @@ func (a *agentState) startKernel(mgr manager.Manager) error {
 	deps := responders.Deps{Client: a.client, Node: a.local}
 	if o.EvidenceDir != "" {
 		deps.Store = &evidence.Dir{Root: o.EvidenceDir, Node: o.Node}
+		// The root file system is read-only: captures stream large files
+		// beside the bundles. Without the spool, captures still run and say
+		// what they could not copy; detection does not depend on it.
+		if spool, err := rnode.SpoolIn(o.EvidenceDir); err == nil {
+			a.local.SpoolDir = spool
+		} else {
+			a.log.Error(err, "captures will not copy executables or changed files")
+		}
 	}
 	a.actions = responders.Defaults(deps)
 	a.iso = &rnode.Isolation{Local: a.local, Client: a.client, Node: o.Node}

@@ -41,6 +41,12 @@ type Local struct {
 	// FlightRecorder, when set, returns the pod's recent events in their JSON
 	// form (the agent keeps the last N per pod in memory) for capture.
 	FlightRecorder func(podUID string) [][]byte
+	// Limits bound what a capture copies (zero: the defaults, MaxBundle…).
+	Limits Limits
+	// SpoolDir is where a capture streams executables and files until the
+	// bundle is written (default the system's temporary folder); on the
+	// evidence store's file system the bundle takes them by rename.
+	SpoolDir string
 
 	mu    sync.Mutex
 	links map[string][]link.Link
@@ -237,30 +243,25 @@ func (l *Local) PodOnNode(uid string) bool {
 // KillProcess implements responders.Node. A container's process is killed
 // only while it still runs in that container's cgroup (pids are reused); a
 // target without a container is a host process and is killed only when the
-// target says Host. The container's cgroup comes from the kubelet's layout,
-// never from what the process claims.
+// target says Host and the process runs in no container. The container's
+// cgroup comes from the kubelet's layout, never from what the process
+// claims. Every check happens through a pidfd opened first (host.KillProcess),
+// with the start time too when the target carries one.
 func (l *Local) KillProcess(ctx context.Context, t responders.ProcessTarget) error {
-	cgroupDir := ""
+	want := host.Expect{StartTicks: t.StartTicks}
 	switch {
 	case t.ContainerID != "":
 		dir, err := l.cgroups().ContainerDir(t.PodUID, t.ContainerID)
 		if err != nil {
 			return err
 		}
-		cgroupDir = dir
+		want.CgroupDir = dir
 	case !t.Host:
 		return fmt.Errorf("refusing to kill pid %d: it is not in a container and the playbook does not allow host processes", t.PID)
 	default:
-		// A host process: make sure it is not a container's after all.
-		cg, err := l.Proc.Cgroup(t.PID)
-		if err != nil {
-			return mapGone(err)
-		}
-		if ref, ok := host.ParsePath(cg); ok {
-			return fmt.Errorf("refusing to kill pid %d as a host process: it runs in container %s", t.PID, ref.ContainerID)
-		}
+		want.Host = true
 	}
-	return mapGone(l.Proc.KillProcess(t.PID, cgroupDir))
+	return mapGone(l.Proc.KillProcess(t.PID, want))
 }
 
 // mapGone turns host.ErrGone into responders.ErrGone for the actions.

@@ -136,12 +136,18 @@ func NewPod(t *testing.T) *Pod {
 // it with the first line it printed.
 func (p *Pod) Start(t *testing.T, mode string) (*exec.Cmd, string) {
 	t.Helper()
+	return p.StartBinary(t, os.Args[0], mode)
+}
+
+// StartBinary is Start with a copy (or another name) of the test binary.
+func (p *Pod) StartBinary(t *testing.T, binary, mode string) (*exec.Cmd, string) {
+	t.Helper()
 	fd, err := os.Open(p.Dir)
 	if err != nil {
 		t.Fatalf("open container cgroup: %v", err)
 	}
 	defer fd.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.Command(binary, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "RIPOSTE_HELPER="+mode)
 	// Started directly in the cgroup (clone3 CLONE_INTO_CGROUP), so every socket
 	// it creates belongs to the pod from the start, as in a real container.
@@ -159,6 +165,24 @@ func (p *Pod) Start(t *testing.T, mode string) (*exec.Cmd, string) {
 		t.Fatalf("helper %s: %q %v", mode, line, err)
 	}
 	return cmd, strings.TrimSpace(line)
+}
+
+// StartCommand runs a command inside the container cgroup (a small
+// executable, for captures that copy it).
+func (p *Pod) StartCommand(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	fd, err := os.Open(p.Dir)
+	if err != nil {
+		t.Fatalf("open container cgroup: %v", err)
+	}
+	defer fd.Close()
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s in cgroup %s: %v", name, p.Dir, err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
 }
 
 // roundTrip sends msg and waits up to wait for it to come back.
@@ -281,7 +305,12 @@ func TestKillProcessChecksContainerAndKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Rmdir(filepath.Join(filepath.Dir(pod.Dir), other)) })
+	st, err := host.Proc{}.Stat(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, target := range map[string]responders.ProcessTarget{
+		"a reused pid (another start time)":      {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID, StartTicks: st.StartTicks + 1},
 		"another container of the pod":           {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + other},
 		"a container that does not exist":        {PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + strings.Repeat("e", 64)},
 		"no container, host not allowed":         {PID: cmd.Process.Pid},
@@ -291,10 +320,10 @@ func TestKillProcessChecksContainerAndKills(t *testing.T) {
 			t.Fatalf("%s: killed a process that is not the target's", name)
 		}
 	}
-	if err := l.KillProcess(context.Background(), responders.ProcessTarget{PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID}); err != nil {
+	if err := l.KillProcess(context.Background(), responders.ProcessTarget{PID: cmd.Process.Pid, PodUID: pod.UID, ContainerID: "containerd://" + pod.ContainerID, StartTicks: st.StartTicks}); err != nil {
 		t.Fatalf("kill: %v", err)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("helper exit: %v, want killed by SIGKILL", err)
