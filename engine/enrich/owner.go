@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/riposte-dev/riposte/engine"
 )
 
@@ -12,6 +14,16 @@ import (
 type Object struct {
 	Kind, Name, Namespace, UID string
 	Owners                     []engine.OwnerReference
+}
+
+// ObjectOf is the owner Object of kind for an object's metadata.
+func ObjectOf(kind string, m metav1.Object) Object {
+	out := Object{Kind: kind, Name: m.GetName(), Namespace: m.GetNamespace(), UID: string(m.GetUID())}
+	for _, r := range m.GetOwnerReferences() {
+		out.Owners = append(out.Owners, engine.OwnerReference{APIVersion: r.APIVersion, Kind: r.Kind, Name: r.Name,
+			UID: string(r.UID), Controller: r.Controller != nil && *r.Controller})
+	}
+	return out
 }
 
 // OwnerLookup fetches an owner object by reference. It returns an error

@@ -51,6 +51,20 @@ func newClient(t *testing.T, cfg *rest.Config) client.Client {
 	return c
 }
 
+// agentClient is a client as riposte's agent on node, with a token bound to
+// that Node object.
+func agentClient(t *testing.T, ctx context.Context, node string) client.Client {
+	t.Helper()
+	if err := shared.EnsureServiceAccount(ctx, stack.Namespace, "riposte-agent"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := shared.NodeServiceAccountConfig(ctx, stack.Namespace, "riposte-agent", node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newClient(t, cfg)
+}
+
 // grant gives user the verbs on resources of group in ns.
 func grant(t *testing.T, ctx context.Context, ns, user, group string, resources, verbs []string) {
 	t.Helper()
@@ -339,14 +353,7 @@ func TestOnlyRiposteOrdersResponses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := shared.EnsureServiceAccount(ctx, stack.Namespace, "riposte-agent"); err != nil {
-		t.Fatal(err)
-	}
-	agentCfg, err := shared.NodeServiceAccountConfig(ctx, stack.Namespace, "riposte-agent", "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := newClient(t, agentCfg)
+	agent := agentClient(t, ctx, "node-a")
 	other := manualIncident(ns, "other-node", v1alpha1.OriginAgent, victim, "mark")
 	other.Labels[v1alpha1.NodeLabel], other.Spec.Subject.Node = "node-b", "node-b"
 	if err := agent.Create(ctx, other); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
@@ -546,14 +553,7 @@ func TestIncidentsStayWithinWhatTheirAuthorAnswersFor(t *testing.T) {
 		}
 		return nil
 	})
-	if err := shared.EnsureServiceAccount(ctx, stack.Namespace, "riposte-agent"); err != nil {
-		t.Fatal(err)
-	}
-	agentCfg, err := shared.NodeServiceAccountConfig(ctx, stack.Namespace, "riposte-agent", "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := newClient(t, agentCfg)
+	agent := agentClient(t, ctx, "node-a")
 	agentIncident := func(namespace, name string, s v1alpha1.Subject) *v1alpha1.Incident {
 		s.Node = "node-a"
 		return &v1alpha1.Incident{

@@ -124,10 +124,5 @@ func (o *Owners) fetch(ctx context.Context, namespace string, ref engine.OwnerRe
 	if err != nil {
 		return enrich.Object{}, fmt.Errorf("get %s %s/%s: %w", gvr.Resource, namespace, ref.Name, err)
 	}
-	out := enrich.Object{Kind: ref.Kind, Name: pom.Name, Namespace: pom.Namespace, UID: string(pom.UID)}
-	for _, r := range pom.OwnerReferences {
-		out.Owners = append(out.Owners, engine.OwnerReference{APIVersion: r.APIVersion, Kind: r.Kind, Name: r.Name,
-			UID: string(r.UID), Controller: r.Controller != nil && *r.Controller})
-	}
-	return out, nil
+	return enrich.ObjectOf(ref.Kind, pom), nil
 }

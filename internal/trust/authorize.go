@@ -239,12 +239,7 @@ func (o ownerReader) Owner(ctx context.Context, namespace string, ref engine.Own
 	case err != nil:
 		return enrich.Object{}, fmt.Errorf("read owner %s %s/%s: %w", ref.Kind, namespace, ref.Name, err)
 	}
-	out := enrich.Object{Kind: ref.Kind, Name: m.Name, Namespace: m.Namespace, UID: string(m.UID)}
-	for _, r := range m.OwnerReferences {
-		out.Owners = append(out.Owners, engine.OwnerReference{APIVersion: r.APIVersion, Kind: r.Kind, Name: r.Name,
-			UID: string(r.UID), Controller: r.Controller != nil && *r.Controller})
-	}
-	return out, nil
+	return enrich.ObjectOf(ref.Kind, m), nil
 }
 
 // rule reads the Incident's rule and checks it is a node rule that is live.
