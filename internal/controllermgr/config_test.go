@@ -26,6 +26,13 @@ func TestConfigAppliesAndSamplesGoReady(t *testing.T) {
 	if out, err := shared.Kubectl(ctx, "apply", "-k", "../../config/samples").CombinedOutput(); err != nil {
 		t.Fatalf("apply samples: %v\n%s", err, out)
 	}
+	// The samples are live rules: left in place they would fire on what
+	// later tests of the package do.
+	t.Cleanup(func() {
+		if out, err := shared.Kubectl(context.Background(), "delete", "--ignore-not-found", "-k", "../../config/samples").CombinedOutput(); err != nil {
+			t.Errorf("delete samples: %v\n%s", err, out)
+		}
+	})
 	objs := []interface {
 		client.Object
 		conditions.Setter
