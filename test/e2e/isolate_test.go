@@ -200,10 +200,15 @@ func TestIsolateCutsOffARealPodInTheKernelAndRevertRestoresIt(t *testing.T) {
 		t.Errorf("pod label %s=%q, want the pod's uid %s", v1alpha1.IsolateLabel, got, uid)
 	}
 
+	// The playbook captures after it isolated: wait for the capture to end.
 	var fresh v1alpha1.Incident
-	if err := c.Get(ctx, client.ObjectKeyFromObject(inc), &fresh); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(ctx, t, "the capture step after the isolation ends", func() (bool, string) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(inc), &fresh); err != nil {
+			return false, err.Error()
+		}
+		st, _ := step(&fresh, v1alpha1.ActionCapture)
+		return st.Phase == v1alpha1.StepSucceeded || st.Phase == v1alpha1.StepFailed, steps(&fresh)
+	})
 	if st, _ := step(&fresh, v1alpha1.ActionCapture); st.Phase != v1alpha1.StepSucceeded {
 		t.Errorf("capture step %s: %s", st.Phase, st.Message)
 	} else {

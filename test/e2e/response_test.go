@@ -23,6 +23,7 @@ import (
 	"github.com/riposte-dev/riposte/internal/controllermgr"
 	"github.com/riposte-dev/riposte/responders/node"
 	tnode "github.com/riposte-dev/riposte/test/node"
+	"github.com/riposte-dev/riposte/test/stack"
 )
 
 // TestDelegatedStepsRunOnTheRealNode runs the node part of playbooks on
@@ -135,14 +136,16 @@ func TestDelegatedStepsRunOnTheRealNode(t *testing.T) {
 		return len(cs) == 1 && cs[0].RestartCount >= 1, fmt.Sprintf("%+v", cs)
 	})
 
-	// A host process: the controller delegates the kill, the agent refuses.
+	// A host process: the controller delegates the kill (an Incident about
+	// a host process is trusted only in riposte's own namespace), the agent
+	// refuses.
 	sleeper := exec.Command("sleep", "600")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
 	hostInc := &v1alpha1.Incident{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "kill-a-host-process", Labels: map[string]string{
+		ObjectMeta: metav1.ObjectMeta{Namespace: stack.Namespace, Name: "kill-a-host-process", Labels: map[string]string{
 			v1alpha1.OriginLabel: string(v1alpha1.OriginManual), v1alpha1.NodeLabel: tnode.Name}, Annotations: map[string]string{v1alpha1.ApproveAnnotation: "true"}},
 		Spec: v1alpha1.IncidentSpec{Rule: "manual", RuleKind: "ClusterDetectionRule", Severity: "high",
 			Subject:   v1alpha1.Subject{Node: tnode.Name, PID: int64(sleeper.Process.Pid), Binary: "/usr/bin/sleep"},
