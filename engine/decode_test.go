@@ -259,6 +259,9 @@ func FuzzFastAuditDecodeAgreesWithEncodingJSON(f *testing.F) {
 	f.Add([]byte(`{"auditID":"x","verb":"get"} trailing`))
 	f.Add([]byte(`{"auditID":"x","verb":"get","annotations":{"a":1}}`))
 	f.Add([]byte(`{"auditID":"x","verb":"get","responseStatus":{"code":1.5}}`))
+	f.Add([]byte(`{"auditID":"x","verb":"create","requestObject":null,"responseObject":"s"}`))
+	f.Add([]byte(`{"auditID":"x","verb":"create","requestObject":{"a":{"b":[1,"c",null,true]}},"requestObject":{"z":1}}`))
+	f.Add([]byte(`{"auditID":"x","verb":"create","requestObject":{"a":1,"a":{"b":2}},"responseObject":{"a"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fast, std Audit
 		if !fastAudit(data, &fast) {
