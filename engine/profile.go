@@ -70,6 +70,10 @@ func NewProfile(name string, ready bool, b v1alpha1.ProfileBehaviour) (*Profile,
 	return p, nil
 }
 
+// Named returns the profile's name and readiness without its behaviour, for
+// evidence that names the profile (an Incident's sample event).
+func (p *Profile) Named() *Profile { return &Profile{Name: p.Name, Ready: p.Ready} }
+
 // Behaviour returns the profile's behaviour (not to be modified).
 func (p *Profile) Behaviour() v1alpha1.ProfileBehaviour { return p.behaviour }
 

@@ -198,3 +198,33 @@ func BenchmarkProfileAllows(b *testing.B) {
 		})
 	}
 }
+
+// FuzzProfileJSON: any bytes either fail to decode with an error or give a
+// profile whose checks run without panicking, within the bounds.
+func FuzzProfileJSON(f *testing.F) {
+	f.Add([]byte(`{"name":"a/b","ready":true,"executables":["/bin/sh"],"writeDirectories":["/tmp/**"],"outbound":[{"cidr":"10.0.0.0/8","port":0}],"listening":[{"port":80}]}`))
+	f.Add([]byte(`{"outbound":[{"service":"a/b","port":1},{"workload":"K/n/w","port":2,"protocol":"udp"}]}`))
+	f.Add([]byte(`{"writeDirectories":["/**"]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p Profile
+		if err := json.Unmarshal(b, &p); err != nil {
+			return
+		}
+		bh := p.Behaviour()
+		if len(bh.Executables) > MaxProfileExecutables || len(bh.Outbound) > MaxProfileOutbound {
+			t.Fatalf("over the bounds: %d executables, %d peers", len(bh.Executables), len(bh.Outbound))
+		}
+		p.Ready = true
+		c := Container{ID: "c"}
+		for _, ev := range []*Event{
+			{Kind: KindExec, Container: c, Process: Process{Binary: "/bin/sh", Parent: Ancestor{Binary: "/x"}}},
+			{Kind: KindOpen, Container: c, File: File{Path: "../a/./b", Write: true}, Process: Process{Cwd: "rel"}},
+			{Kind: KindConnect, Container: c, Net: Net{Peer: Peer{IP: "::ffff:10.1.2.3", Port: 80}}},
+			{Kind: KindListen, Container: c, Net: Net{Local: Endpoint{Port: 80}}},
+		} {
+			if p.Allows(ev) != (p.Missing(ev) == "") {
+				t.Fatalf("Allows and Missing disagree on %s", ev.Kind)
+			}
+		}
+	})
+}

@@ -164,3 +164,5 @@ func checkCanonical(t *testing.T, y []byte) {
 		t.Errorf("export carries server state:\n%s", y)
 	}
 }
+
+func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }

@@ -56,8 +56,9 @@ type Options struct {
 	// MaxWorkloads bounds how many profiles are learnt at once; events of
 	// further ones are counted in Stats.DroppedWorkloadEvents. Default 512.
 	MaxWorkloads int
-	// Skip, when set, tells which keys not to learn: reviewed profiles.
-	Skip func(Key) bool
+	// Reviewed, when set, tells which keys have a reviewed profile: their
+	// behaviour is not learnt, only the image their pods run (for Stale).
+	Reviewed func(Key) bool
 }
 
 // Report is what was learnt for one profile since the last Drain.
@@ -120,9 +121,10 @@ func (l *Learner) Observe(ev *engine.Event) {
 		return
 	}
 	k, ok := KeyOf(ev)
-	if !ok || (l.opts.Skip != nil && l.opts.Skip(k)) {
+	if !ok {
 		return
 	}
+	reviewed := l.opts.Reviewed != nil && l.opts.Reviewed(k)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.m[k]
@@ -140,6 +142,9 @@ func (l *Learner) Observe(ev *engine.Event) {
 	}
 	if len(p.pods) < maxPodsPerProfile {
 		p.pods[ev.Pod.UID] = struct{}{}
+	}
+	if reviewed {
+		return
 	}
 	var full bool
 	switch e.Kind {

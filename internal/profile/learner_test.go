@@ -113,21 +113,28 @@ func TestLearnerBoundsEachListAndCountsTruncation(t *testing.T) {
 
 // Pods of ever new workloads cannot grow the number of profiles past the
 // bound; their events are counted.
-func TestLearnerBoundsWorkloadsAndSkipsReviewed(t *testing.T) {
+func TestLearnerBoundsWorkloadsAndLearnsNoBehaviourOfReviewed(t *testing.T) {
 	reviewed := Key{Namespace: "shop", Kind: "Deployment", Workload: "w-reviewed", Container: "nginx"}
-	l := NewLearner(Options{MaxWorkloads: 10, Skip: func(k Key) bool { return k == reviewed }})
+	l := NewLearner(Options{MaxWorkloads: 11, Reviewed: func(k Key) bool { return k == reviewed }})
+	ev := podEvent("p", "exec")
+	ev.Workload.Name = "w-reviewed"
+	ev.Container.Image = "registry.example/web:1.3"
+	ev.Process.Binary = "/bin/sh"
+	l.Observe(&ev)
 	for i := range 25 {
 		ev := podEvent("p", "exec")
 		ev.Workload.Name = fmt.Sprintf("w-%d", i)
 		ev.Process.Binary = "/bin/app"
 		l.Observe(&ev)
 	}
-	ev := podEvent("p", "exec")
-	ev.Workload.Name = "w-reviewed"
-	ev.Process.Binary = "/bin/sh"
-	l.Observe(&ev)
-	if got := len(l.Drain()); got != 10 {
-		t.Errorf("%d profiles learnt, want 10", got)
+	rs := l.Drain()
+	if len(rs) != 11 {
+		t.Errorf("%d profiles learnt, want 11", len(rs))
+	}
+	for _, r := range rs {
+		if r.Key == reviewed && (r.Image != "registry.example/web:1.3" || len(r.Behaviour.Executables) != 0) {
+			t.Errorf("reviewed profile's report %+v: want its image and no behaviour", r)
+		}
 	}
 	if got := l.Stats().DroppedWorkloadEvents; got != 15 {
 		t.Errorf("dropped %d events, want 15", got)
