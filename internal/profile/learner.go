@@ -54,7 +54,7 @@ func (k Key) Name() string {
 // Options bound a Learner.
 type Options struct {
 	// MaxWorkloads bounds how many profiles are learnt at once; events of
-	// further ones are counted in Stats.DroppedWorkloadEvents. Default 512.
+	// further ones are counted in Stats.DroppedWorkloadEvents. Default 256.
 	MaxWorkloads int
 	// Reviewed, when set, tells which keys have a reviewed profile: their
 	// behaviour is not learnt, only the image their pods run (for Stale).
@@ -68,7 +68,8 @@ type Report struct {
 	// Pods counts the pods the behaviour came from.
 	Pods      int
 	Behaviour v1alpha1.ProfileBehaviour
-	// Truncated counts entries not recorded because a list was full.
+	// Truncated counts observations whose entry was not recorded because a
+	// bound was reached (a list, or the profile's bytes).
 	Truncated int64
 }
 
@@ -76,7 +77,7 @@ type Report struct {
 type Stats struct {
 	// DroppedWorkloadEvents are events of profiles beyond MaxWorkloads.
 	DroppedWorkloadEvents uint64
-	// Truncated are entries not recorded because a profile's list was full.
+	// Truncated are observations not recorded because a profile was full.
 	Truncated uint64
 }
 
@@ -94,6 +95,10 @@ type Learner struct {
 // reported).
 const maxPodsPerProfile = 1024
 
+// MaxProfileBytes bounds the string bytes one learnt profile holds (paths
+// may be kilobytes long): entries beyond it are truncated and counted.
+const MaxProfileBytes = 64 << 10
+
 type learnt struct {
 	image     string
 	pods      map[string]struct{}
@@ -103,12 +108,13 @@ type learnt struct {
 	peers     map[v1alpha1.ProfilePeer]struct{}
 	listen    map[v1alpha1.ProfilePort]struct{}
 	truncated int64
+	bytes     int
 }
 
 // NewLearner returns an empty learner.
 func NewLearner(opts Options) *Learner {
 	if opts.MaxWorkloads <= 0 {
-		opts.MaxWorkloads = 512
+		opts.MaxWorkloads = 256
 	}
 	return &Learner{opts: opts, m: map[Key]*learnt{}}
 }
@@ -141,11 +147,23 @@ func (l *Learner) Observe(ev *engine.Event) {
 		p.image = ev.Container.Image
 	}
 	if len(p.pods) < maxPodsPerProfile {
-		p.pods[ev.Pod.UID] = struct{}{}
+		if _, ok := p.pods[ev.Pod.UID]; !ok {
+			p.pods[ev.Pod.UID] = struct{}{}
+		}
 	}
 	if reviewed {
 		return
 	}
+	if p.has(e) {
+		return
+	}
+	size := entrySize(e)
+	if p.bytes+size > MaxProfileBytes {
+		p.truncated++
+		l.stats.Truncated++
+		return
+	}
+	p.bytes += size
 	var full bool
 	switch e.Kind {
 	case engine.ProfileExec:
@@ -164,6 +182,32 @@ func (l *Learner) Observe(ev *engine.Event) {
 		p.truncated++
 		l.stats.Truncated++
 	}
+}
+
+// entrySize is the string bytes an entry can add to a profile.
+func entrySize(e engine.ProfileEntry) int {
+	return len(e.Executable) + len(e.Pair.Parent) + len(e.Pair.Child) + len(e.WriteDirectory) +
+		len(e.Peer.Service) + len(e.Peer.Workload) + len(e.Peer.CIDR) + len(e.Peer.Protocol) + len(e.Port.Protocol)
+}
+
+// has reports whether the profile holds everything the entry needs.
+func (p *learnt) has(e engine.ProfileEntry) bool {
+	switch e.Kind {
+	case engine.ProfileExec:
+		_, a := p.exec[e.Executable]
+		_, b := p.pairs[e.Pair]
+		return a && (b || e.Pair.Parent == "")
+	case engine.ProfileWrite:
+		_, ok := p.dirs[e.WriteDirectory]
+		return ok
+	case engine.ProfileConnect:
+		_, ok := p.peers[e.Peer]
+		return ok
+	case engine.ProfileListen:
+		_, ok := p.listen[e.Port]
+		return ok
+	}
+	return true
 }
 
 // add puts v in the set unless the set is full; it reports a full set that

@@ -2,6 +2,7 @@ package profile
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -141,6 +142,30 @@ func TestLearnerBoundsWorkloadsAndLearnsNoBehaviourOfReviewed(t *testing.T) {
 	}
 }
 
+// Long paths cannot make one profile hold more than MaxProfileBytes of
+// strings; what does not fit is counted.
+func TestLearnerBoundsBytesPerProfile(t *testing.T) {
+	l := NewLearner(Options{})
+	long := strings.Repeat("d", 4000)
+	for i := range 100 {
+		ev := podEvent("web-1", "open")
+		ev.File = engine.File{Path: fmt.Sprintf("/%s/%03d/f", long, i), Write: true}
+		l.Observe(&ev)
+		l.Observe(&ev) // a repeat of a kept entry adds nothing; of a cut one, counts again
+	}
+	r := l.Drain()[0]
+	n := 0
+	for _, d := range r.Behaviour.WriteDirectories {
+		n += len(d)
+	}
+	if n > MaxProfileBytes || len(r.Behaviour.WriteDirectories) != MaxProfileBytes/4005 {
+		t.Errorf("%d directories of %d bytes kept, want %d within %d", len(r.Behaviour.WriteDirectories), n, MaxProfileBytes/4005, MaxProfileBytes)
+	}
+	if want := int64(2 * (100 - MaxProfileBytes/4005)); r.Truncated != want {
+		t.Errorf("truncated %d, want %d", r.Truncated, want)
+	}
+}
+
 func TestKeyNameIsAValidLengthAndStable(t *testing.T) {
 	long := Key{Kind: "Deployment", Workload: strings.Repeat("a", 253), Container: "c"}
 	n := long.Name()
@@ -176,5 +201,56 @@ func BenchmarkLearnerObserve(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		l.Observe(&ev)
+	}
+}
+
+// BenchmarkLearnerMemory reports the heap a learnt profile holds: a typical
+// one (8 executables, 8 pairs, 4 directories, 6 peers, 2 ports) and one at
+// every list's bound (the most an attacker can make one hold).
+func BenchmarkLearnerMemory(b *testing.B) {
+	for _, tc := range []struct {
+		name                       string
+		exes, dirs, peers, listens int
+	}{
+		{"typical", 8, 4, 6, 2},
+		{"at-bounds", engine.MaxProfileExecutables * 2, engine.MaxProfileWriteDirs, engine.MaxProfileOutbound, engine.MaxProfileListening},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			const workloads = 100
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				l := NewLearner(Options{MaxWorkloads: workloads})
+				for w := range workloads {
+					fill := func(kind string, set func(*engine.Event)) {
+						ev := podEvent("web-1", kind)
+						ev.Workload.Name = fmt.Sprintf("workload-%03d", w)
+						set(&ev)
+						l.Observe(&ev)
+					}
+					for i := range tc.exes {
+						fill("exec", func(ev *engine.Event) {
+							ev.Process = engine.Process{Binary: fmt.Sprintf("/usr/local/bin/program-%04d", i/2), Parent: engine.Ancestor{Binary: fmt.Sprintf("/usr/local/bin/program-%04d", i)}}
+						})
+					}
+					for i := range tc.dirs {
+						fill("open", func(ev *engine.Event) { ev.File = engine.File{Path: fmt.Sprintf("/var/lib/app/data-%04d/f", i), Write: true} })
+					}
+					for i := range tc.peers {
+						fill("connect", func(ev *engine.Event) {
+							ev.Net = engine.Net{Protocol: "tcp", Peer: engine.Peer{IP: fmt.Sprintf("10.1.%d.%d", i/256, i%256), Port: 443}}
+						})
+					}
+					for i := range tc.listens {
+						fill("listen", func(ev *engine.Event) { ev.Net = engine.Net{Protocol: "tcp", Local: engine.Endpoint{Port: int64(8000 + i)}} })
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/workloads, "B/profile")
+				runtime.KeepAlive(l)
+			}
+		})
 	}
 }
