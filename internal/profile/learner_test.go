@@ -235,7 +235,9 @@ func BenchmarkLearnerMemory(b *testing.B) {
 						})
 					}
 					for i := range tc.dirs {
-						fill("open", func(ev *engine.Event) { ev.File = engine.File{Path: fmt.Sprintf("/var/lib/app/data-%04d/f", i), Write: true} })
+						fill("open", func(ev *engine.Event) {
+							ev.File = engine.File{Path: fmt.Sprintf("/var/lib/app/data-%04d/f", i), Write: true}
+						})
 					}
 					for i := range tc.peers {
 						fill("connect", func(ev *engine.Event) {
@@ -243,7 +245,9 @@ func BenchmarkLearnerMemory(b *testing.B) {
 						})
 					}
 					for i := range tc.listens {
-						fill("listen", func(ev *engine.Event) { ev.Net = engine.Net{Protocol: "tcp", Local: engine.Endpoint{Port: int64(8000 + i)}} })
+						fill("listen", func(ev *engine.Event) {
+							ev.Net = engine.Net{Protocol: "tcp", Local: engine.Endpoint{Port: int64(8000 + i)}}
+						})
 					}
 				}
 				runtime.GC()
