@@ -182,11 +182,12 @@ func BenchmarkProfileAllows(b *testing.B) {
 	})
 	c := Container{ID: "c1"}
 	evs := map[string]*Event{
-		"exec":    {Kind: KindExec, Container: c, Profile: p, Process: Process{Binary: "/usr/sbin/nginx", Parent: Ancestor{Binary: "/docker-entrypoint.sh"}}},
-		"write":   {Kind: KindOpen, Container: c, Profile: p, File: File{Path: "/var/cache/nginx/a/b", Write: true}},
-		"connect": {Kind: KindConnect, Container: c, Profile: p, Net: Net{Protocol: "tcp", Peer: Peer{IP: "10.9.3.4", Port: 443}}},
+		"exec":                 {Kind: KindExec, Container: c, Profile: p, Process: Process{Binary: "/usr/sbin/nginx", Parent: Ancestor{Binary: "/docker-entrypoint.sh"}}},
+		"write":                {Kind: KindOpen, Container: c, Profile: p, File: File{Path: "/var/cache/nginx/a/b", Write: true}},
+		"connect":              {Kind: KindConnect, Container: c, Profile: p, Net: Net{Protocol: "tcp", Peer: Peer{IP: "10.9.3.4", Port: 443}}},
+		"exec-without-profile": {Kind: KindExec, Container: c, Process: Process{Binary: "/usr/sbin/nginx"}},
 	}
-	for _, k := range []string{"exec", "write", "connect"} {
+	for _, k := range []string{"exec", "write", "connect", "exec-without-profile"} {
 		ev := evs[k]
 		b.Run(k, func(b *testing.B) {
 			b.ReportAllocs()
