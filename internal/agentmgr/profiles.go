@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -35,9 +36,22 @@ func (a *agentState) setupProfiles(mgr manager.Manager) error {
 	if interval <= 0 {
 		interval = DefaultProfileInterval
 	}
-	p.syncer = &profile.Syncer{Learner: p.learner, Writer: &profile.Writer{Client: a.client}, Interval: interval,
+	p.syncer = &profile.Syncer{Learner: p.learner, Writer: &profile.Writer{Client: a.client, Reader: a.reader}, Interval: interval,
 		OnError: func(err error) { a.log.Error(err, "write WorkloadProfile") }}
 	a.profiles = p
+	if !a.opts.SkipNameValidation {
+		registerMetrics(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "riposte_agent_profile_truncated_total",
+				Help: "Observations not learnt because their profile was full (a list's bound or its bytes)."},
+				func() float64 { return float64(p.learner.Stats().Truncated) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "riposte_agent_profile_dropped_events_total",
+				Help: "Events of workloads not learnt because the agent learns its maximum number of profiles."},
+				func() float64 { return float64(p.learner.Stats().DroppedWorkloadEvents) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "riposte_agent_profile_write_failures_total",
+				Help: "Learnt reports that could not be written to their WorkloadProfile."},
+				func() float64 { return float64(p.syncer.Failures()) }),
+		)
+	}
 	if err := mgr.Add(manager.RunnableFunc(p.syncer.Run)); err != nil {
 		return err
 	}

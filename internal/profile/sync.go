@@ -21,6 +21,9 @@ import (
 // costs at most one read and two writes (spec, status).
 type Writer struct {
 	Client client.Client
+	// Reader, when set, reads the profile around a cache, so a write after
+	// another node's is not refused again on a stale copy.
+	Reader client.Reader
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 }
@@ -33,7 +36,11 @@ func (w *Writer) Write(ctx context.Context, r Report) error {
 	}
 	key := client.ObjectKey{Namespace: r.Key.Namespace, Name: r.Key.Name()}
 	var wp v1alpha1.WorkloadProfile
-	err := w.Client.Get(ctx, key, &wp)
+	var reader client.Reader = w.Client
+	if w.Reader != nil {
+		reader = w.Reader
+	}
+	err := reader.Get(ctx, key, &wp)
 	switch {
 	case apierrors.IsNotFound(err):
 		wp = v1alpha1.WorkloadProfile{
