@@ -38,6 +38,11 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			return emptyObject, true
 		}
 		return ev.Object, true
+	case "profile":
+		if ev.Profile == nil {
+			return noProfile, true
+		}
+		return ev.Profile, true
 	}
 	return nil, false
 }

@@ -16,7 +16,7 @@ import (
 // Variables are the CEL variables every rule expression can use, in the order
 // docs/events.md documents them. Each is an object of the event of the same
 // name; node is the node name.
-var Variables = []string{"event", "process", "container", "pod", "workload", "node", "file", "net", "syscall", "audit", "object"}
+var Variables = []string{"event", "process", "container", "pod", "workload", "node", "file", "net", "syscall", "audit", "object", "profile"}
 
 // celTypeName is the CEL type name of a Go type exposed through native types.
 func celTypeName(t reflect.Type) string { return "engine." + t.Name() }
@@ -57,6 +57,7 @@ func newEnv() (*cel.Env, error) {
 			reflect.TypeFor[UserInfo](),
 			reflect.TypeFor[AuditObjectRef](),
 			reflect.TypeFor[Status](),
+			reflect.TypeFor[Profile](),
 		),
 		cel.Variable("event", objType(Event{})),
 		cel.Variable("process", objType(Process{})),
@@ -69,6 +70,7 @@ func newEnv() (*cel.Env, error) {
 		cel.Variable("syscall", objType(Syscall{})),
 		cel.Variable("audit", objType(Audit{})),
 		cel.Variable("object", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("profile", objType(Profile{})),
 		ext.Strings(),
 		ext.Sets(),
 		cel.OptionalTypes(),
@@ -78,6 +80,12 @@ func newEnv() (*cel.Env, error) {
 		cel.Function("basename",
 			cel.MemberOverload("string_basename", []*cel.Type{cel.StringType}, cel.StringType,
 				cel.UnaryBinding(func(v ref.Val) ref.Val { return types.String(basename(string(v.(types.String)))) }))),
+		cel.Function("allows",
+			cel.MemberOverload("profile_allows_event", []*cel.Type{objType(Profile{}), objType(Event{})}, cel.BoolType,
+				cel.BinaryBinding(profileAllows))),
+		cel.Function("missing",
+			cel.MemberOverload("profile_missing_event", []*cel.Type{objType(Profile{}), objType(Event{})}, cel.StringType,
+				cel.BinaryBinding(profileMissing))),
 		// Last: options after it may not register types.
 		withDynFields(),
 	)

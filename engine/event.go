@@ -115,6 +115,9 @@ type Event struct {
 	// Object is the Kubernetes object of an object event, as the API server
 	// returns it (apiVersion, kind, metadata, spec, status).
 	Object map[string]any `json:"object,omitempty"`
+	// Profile is the WorkloadProfile of the event's workload and container,
+	// nil when it has none (the CEL variable profile then allows everything).
+	Profile *Profile `json:"profile,omitempty"`
 	// Enforcement describes an enforce event.
 	Enforcement Enforcement `json:"enforcement,omitzero"`
 	// Truncated is set when a field was longer than the evaluation bounds

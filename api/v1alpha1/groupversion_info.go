@@ -25,6 +25,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&ResponsePlaybook{}, &ResponsePlaybookList{},
 		&ClusterResponsePlaybook{}, &ClusterResponsePlaybookList{},
 		&Incident{}, &IncidentList{},
+		&WorkloadProfile{}, &WorkloadProfileList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -23,8 +23,8 @@ type healthTests struct {
 // returns {status, message}, as in Argo CD's resource customizations.
 func TestHealthChecks(t *testing.T) {
 	dirs, err := filepath.Glob("health/riposte.dev/*")
-	if err != nil || len(dirs) != 5 {
-		t.Fatalf("want a health check per riposte kind (5), found %v (%v)", dirs, err)
+	if err != nil || len(dirs) != 6 {
+		t.Fatalf("want a health check per riposte kind (6), found %v (%v)", dirs, err)
 	}
 	for _, dir := range dirs {
 		script, err := os.ReadFile(filepath.Join(dir, "health.lua"))

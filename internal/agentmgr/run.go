@@ -75,6 +75,9 @@ type Options struct {
 	// LeaseRenew and LeaseMinInterval tune the rollout Lease (defaults in
 	// package rollout).
 	LeaseRenew, LeaseMinInterval time.Duration
+	// ProfileInterval is how often learnt behaviour is written to
+	// WorkloadProfiles (DefaultProfileInterval when zero).
+	ProfileInterval time.Duration
 	// SkipNameValidation lets one process run several agents (benchmark).
 	SkipNameValidation bool
 	Log                logr.Logger
@@ -158,6 +161,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 
 	if !o.KubernetesOnly {
+		if err := a.setupProfiles(mgr); err != nil {
+			return fmt.Errorf("set up profiles: %w", err)
+		}
 		if err := a.startKernel(mgr); err != nil {
 			return err
 		}
@@ -206,6 +212,7 @@ type agentState struct {
 	reporter  *rollout.Reporter
 	protected []string
 	isolated  *labelled
+	profiles  *profiles
 
 	// The kernel half; nil with KubernetesOnly.
 	kernel  *agent.Agent
@@ -223,7 +230,7 @@ func (a *agentState) startKernel(mgr manager.Manager) error {
 	sensors.HostPID = o.HostPID
 	k, err := agent.New(agent.Config{
 		Node: o.Node, Log: slog.New(logr.ToSlogHandler(a.log.WithName("sensors"))), Registry: ctrlmetrics.Registry,
-		Enrich: a.store.Enrich, OnMatch: a.onMatch, OnEnforce: a.onEnforce, Sensors: sensors,
+		Enrich: a.enrich, OnMatch: a.onMatch, OnEnforce: a.onEnforce, Sensors: sensors,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot attach the eBPF sensors: %w", err)

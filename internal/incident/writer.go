@@ -338,6 +338,12 @@ func objectName(rule, suffix string) string {
 // sample renders an event for status.sampleEvents, bounded in size, with env
 // values and Secret data redacted.
 func sample(ev *engine.Event) runtime.RawExtension {
+	if ev.Profile != nil {
+		// The profile's name, not its lists: the output names the missing entry.
+		named := *ev
+		named.Profile = ev.Profile.Named()
+		ev = &named
+	}
 	b, err := json.Marshal(ev)
 	if err == nil && len(b) > maxSampleBytes {
 		small := *ev
