@@ -78,6 +78,20 @@ func (r *Rule) Prefilters() []Constraints {
 	return out
 }
 
+// ExplainPrefilter renders the rule's prefilter for `riposte lint`,
+// `riposte compile --explain` and rule status: its constraints, or for a
+// sequence each step's, any of which lets an event through.
+func (r *Rule) ExplainPrefilter() string {
+	if r.seq == nil {
+		return r.constraints.Explain()
+	}
+	parts := make([]string, len(r.seq.steps))
+	for i, s := range r.seq.steps {
+		parts[i] = fmt.Sprintf("step %s: %s", s.name, s.constraints.Explain())
+	}
+	return strings.Join(parts, " || ")
+}
+
 // compileSequence compiles spec.Sequence into r: each step's condition and
 // key, the union of the steps' kinds, and per-step constraints.
 func (r *Rule) compileSequence(env *cel.Env, display string, sq *v1alpha1.Sequence) error {
@@ -140,6 +154,9 @@ func (r *Rule) compileSequence(env *cel.Env, display string, sq *v1alpha1.Sequen
 			if src.Kinds() == nil {
 				return invalid("steps[%d].source %q is not one of process, file, network, audit, object", i, st.Source)
 			}
+			if onNode(src) != onNode(r.source) {
+				return invalid("steps[%d].source %q: node sources (process, file, network) run in the agents, audit and object in the controller; a sequence's steps stay on the side of its source %q", i, st.Source, r.source)
+			}
 		}
 		a, cost, err := compileExpr(env, display, field+".condition", st.Condition, cel.BoolType)
 		if err != nil {
@@ -174,6 +191,9 @@ func (r *Rule) compileSequence(env *cel.Env, display string, sq *v1alpha1.Sequen
 	r.kindSet = kindBits(r.constraints.Kinds)
 	return nil
 }
+
+// onNode reports whether a source's events are matched by the node agents.
+func onNode(s Source) bool { return s != SourceAudit && s != SourceObject }
 
 func kindBits(ks []Kind) uint64 {
 	var b uint64

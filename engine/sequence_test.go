@@ -69,6 +69,7 @@ func TestSequenceCompileErrorsNameTheStep(t *testing.T) {
 		{"step key of another length", base(func(s *v1alpha1.DetectionRuleSpec) { s.Sequence.Steps[1].Key = []string{"a", "b"} }), "", 0, 0, "sequence.steps[1].key has 2 expressions, the sequence's key 1"},
 		{"step of an unknown source", base(func(s *v1alpha1.DetectionRuleSpec) { s.Sequence.Steps[1].Source = "dns" }), "", 0, 0, `sequence.steps[1].source "dns"`},
 		{"step that can never match", base(func(s *v1alpha1.DetectionRuleSpec) { s.Sequence.Steps[1].Condition = `event.kind == "open"` }), "", 0, 0, "sequence.steps[1] can never match"},
+		{"steps on both sides", base(func(s *v1alpha1.DetectionRuleSpec) { s.Sequence.Steps[1].Source = "audit" }), "", 0, 0, `sequence.steps[1].source "audit": node sources`},
 		{"two steps of one name", base(func(s *v1alpha1.DetectionRuleSpec) { s.Sequence.Steps[1].Name = "s0" }), "", 0, 0, `name "s0" is used twice`},
 		{"too many keys", base(func(s *v1alpha1.DetectionRuleSpec) { s.Sequence.MaxKeys = 1 << 20 }), "", 0, 0, "maxKeys 1048576 is not between 1 and 65536"},
 	}
