@@ -479,3 +479,52 @@ func TestSequenceStateSurvivesRuleSetChanges(t *testing.T) {
 		t.Fatal("the unchanged rule lost its chain")
 	}
 }
+
+// FuzzSequence: no choice of step conditions, keys, window and bound
+// panics the compiler or the matcher; a compile failure is an invalid rule
+// or names the sequence field; and over any stream the state stays within MaxKeys
+// and MaxSequenceBytes, and every match carries one event per step.
+func FuzzSequence(f *testing.F) {
+	f.Add(`process.name == "a"`, `process.name == "b"`, "container.id", uint8(3), uint8(10), []byte("abab\x00ba"))
+	f.Add(`file.write`, `event.kind == "exec"`, "file.path", uint8(1), uint8(1), []byte("aaaaabbbbb"))
+	f.Add(`true`, `true`, `process.args[5]`, uint8(0), uint8(0), []byte("ab"))
+	f.Add(`process.args.exists(a, a.matches("["))`, `1 / 0 == 1`, `{"a": 1}["b"]`, uint8(2), uint8(200), []byte("\xff\x01"))
+	f.Add(`event.kind == "open"`, `process.name in ["a"]`, `pod.labels["x"]`, uint8(7), uint8(3), []byte("abcabc"))
+	f.Fuzz(func(t *testing.T, c0, c1, key string, maxKeys, window uint8, stream []byte) {
+		spec := seqSpec(time.Duration(window)*time.Second, int32(maxKeys), c0, c1)
+		spec.Sequence.Key = []string{key}
+		r, err := engine.Compile("f", "", spec)
+		if err != nil {
+			// CEL errors name the field (a bad regular expression literal
+			// fails when the program is built, without a position).
+			if !errors.Is(err, engine.ErrInvalidRule) && !strings.HasPrefix(err.Error(), `compile rule "f": sequence.`) {
+				t.Fatalf("a compile error that names no field: %v", err)
+			}
+			return
+		}
+		seqs := engine.NewSequences()
+		m := engine.NewMatcherWith([]*engine.Rule{r}, seqs)
+		bound := int(maxKeys)
+		if bound == 0 {
+			bound = engine.DefaultSequenceKeys
+		}
+		for i, b := range stream {
+			ev := execIn(fmt.Sprintf("k%d", b%7), string(rune('a'+b%3)), time.Duration(i)*time.Second/2, int64(i))
+			if b&0x80 != 0 {
+				ev = &engine.Event{Kind: engine.KindOpen, Time: ev.Time, Container: ev.Container, Process: ev.Process,
+					File: engine.File{Path: "/tmp/" + ev.Process.Name, Write: b&0x40 != 0}}
+			}
+			for _, mt := range m.Match(ev, nil) {
+				if len(mt.Steps) != 2 {
+					t.Fatalf("a match with %d step events, want 2", len(mt.Steps))
+				}
+			}
+			if k := seqs.Keys(r); k > bound {
+				t.Fatalf("%d keys, bound %d", k, bound)
+			}
+			if n := seqs.Bytes(r); n > engine.MaxSequenceBytes {
+				t.Fatalf("%d bytes", n)
+			}
+		}
+	})
+}
