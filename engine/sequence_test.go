@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -527,4 +529,42 @@ func FuzzSequence(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Matchers of several goroutines (the controller's audit workers) share one
+// sequence state: under -race, every chain split across them completes
+// exactly once.
+func TestSequenceStateIsSharedSafely(t *testing.T) {
+	r := compileSeq(t, seqSpec(time.Hour, 0, `process.name == "a"`, `process.name == "b"`))
+	seqs := engine.NewSequences()
+	const workers, keys = 4, 200
+	// Every first step is in before any second step: the chains split
+	// across workers are then independent of scheduling.
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := engine.NewMatcherWith([]*engine.Rule{r}, seqs)
+			for k := w; k < keys; k += workers {
+				m.Match(execIn(fmt.Sprintf("k%d", k), "a", 0, int64(k)), nil)
+			}
+		}()
+	}
+	wg.Wait()
+	var fired atomic.Int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := engine.NewMatcherWith([]*engine.Rule{r}, seqs)
+			for k := (w + 1) % workers; k < keys; k += workers {
+				fired.Add(int64(len(m.Match(execIn(fmt.Sprintf("k%d", k), "b", time.Second, int64(k)), nil))))
+			}
+		}()
+	}
+	wg.Wait()
+	if fired.Load() != keys || seqs.Keys(r) != 0 || seqs.Counts().Completed != keys {
+		t.Fatalf("fired %d, %d keys left, counts %+v: want %d chains completed once each", fired.Load(), seqs.Keys(r), seqs.Counts(), keys)
+	}
 }
