@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -59,5 +60,34 @@ func TestSequenceIncidentCarriesEachStep(t *testing.T) {
 	if inc.Spec.Rule != "review-then-secrets" || len(samples) != 2 ||
 		!strings.Contains(string(samples[0].Raw), `"step-review"`) || !strings.Contains(string(samples[1].Raw), `"step-list"`) {
 		t.Fatalf("rule %q, samples %d: %v", inc.Spec.Rule, len(samples), samples)
+	}
+}
+
+// The writer's collectors, which the agent and the controller register,
+// export what sequence state did, evictions included.
+func TestSequenceCountsAreExported(t *testing.T) {
+	w := NewWriter(kc, logr.Discard(), Options{Namespace: "x"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(w.Collectors()...)
+	rule := compile(t, "flood", "", v1alpha1.DetectionRuleSpec{Source: "process", Severity: "low",
+		Sequence: &v1alpha1.Sequence{Key: []string{"container.id"}, Window: metav1.Duration{Duration: time.Hour}, MaxKeys: 1,
+			Steps: []v1alpha1.SequenceStep{{Name: "a", Condition: `process.name == "a"`}, {Name: "b", Condition: `process.name == "b"`}}}})
+	before := engine.SequenceTotals().Evicted
+	m := engine.NewMatcher([]*engine.Rule{rule})
+	for _, id := range []string{"c1", "c2", "c3"} {
+		m.Match(&engine.Event{Kind: engine.KindExec, Container: engine.Container{ID: id}, Process: engine.Process{Name: "a", Binary: "/a"}}, nil)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "riposte_sequence_keys_evicted_total" {
+			got = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if got < float64(before+2) {
+		t.Fatalf("riposte_sequence_keys_evicted_total = %v, want at least %d", got, before+2)
 	}
 }
