@@ -137,6 +137,10 @@ func (r *Rule) testEvent(ev *Event) (*Event, bool) {
 	return ev, false
 }
 
+// MaxTestEvents bounds the events of one test of a sequence rule, as the
+// CRD does for rules in a cluster; rule files are held to it too.
+const MaxTestEvents = 64
+
 // checkSequence runs one test of a sequence rule: its events, in order,
 // through fresh sequence state; the test expects a match when a chain
 // completes on any of them.
@@ -148,6 +152,8 @@ func (r *Rule) checkSequence(ctx context.Context, i int, tc *v1alpha1.RuleTest) 
 		return false, fmt.Sprintf("tests[%d].event: a sequence rule's test lists its events in events", i)
 	case len(tc.Events) == 0:
 		return false, fmt.Sprintf("tests[%d].events: a sequence rule's test needs at least one event", i)
+	case len(tc.Events) > MaxTestEvents:
+		return false, fmt.Sprintf("tests[%d].events: %d events, at most %d", i, len(tc.Events), MaxTestEvents)
 	}
 	b, err := r.boundedPrograms()
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
@@ -566,5 +567,25 @@ func TestSequenceStateIsSharedSafely(t *testing.T) {
 	wg.Wait()
 	if fired.Load() != keys || seqs.Keys(r) != 0 || seqs.Counts().Completed != keys {
 		t.Fatalf("fired %d, %d keys left, counts %+v: want %d chains completed once each", fired.Load(), seqs.Keys(r), seqs.Counts(), keys)
+	}
+}
+
+// Tests of a sequence rule are held to the CRD's bound on their events in
+// rule files too, and a plain rule's test cannot list events.
+func TestSequenceTestEventsAreBounded(t *testing.T) {
+	s := seqSpec(time.Minute, 0, `process.name == "a"`, `process.name == "b"`)
+	tc := v1alpha1.RuleTest{Name: "many", Expect: v1alpha1.ExpectNoMatch}
+	for range engine.MaxTestEvents + 1 {
+		tc.Events = append(tc.Events, runtime.RawExtension{Raw: []byte(`{"kind":"exec"}`)})
+	}
+	s.Tests = []v1alpha1.RuleTest{tc}
+	res := engine.RunTests(compileSeq(t, s))
+	if res[0].Passed || !strings.Contains(res[0].Message, "65 events, at most 64") {
+		t.Fatalf("%+v", res[0])
+	}
+	plain := &v1alpha1.DetectionRuleSpec{Source: "process", Severity: "low", Condition: "true", Tests: []v1alpha1.RuleTest{tc}}
+	res = engine.RunTests(compileSeq(t, plain))
+	if res[0].Passed || !strings.Contains(res[0].Message, "tests[0].events is for sequence rules") {
+		t.Fatalf("%+v", res[0])
 	}
 }

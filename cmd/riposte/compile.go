@@ -52,7 +52,7 @@ func compileCmd(args []string) int {
 			kernel = append(kernel, bpf.RuleConstraints{Name: r.ID(), Constraints: p})
 		}
 		if *output == "json" {
-			_ = enc.Encode(map[string]any{"rule": r.ID(), "source": r.Spec.Source, "cost": r.Compiled.Cost(), "constraints": c})
+			_ = enc.Encode(map[string]any{"rule": r.ID(), "source": r.Spec.Source, "cost": r.Compiled.Cost(), "constraints": c, "prefilters": r.Compiled.Prefilters()})
 			continue
 		}
 		fmt.Printf("%s: compiled, estimated cost %d\n", r.ID(), r.Compiled.Cost())
