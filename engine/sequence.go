@@ -561,10 +561,14 @@ type seqResult struct {
 // programs to evaluate (bounded ones for events from files).
 func (r *Rule) observe(ctx context.Context, s *Sequences, act *activation, conds, exceptions []cel.Program) seqResult {
 	var res seqResult
-	bit := uint64(1) << kindIndex(act.ev.Kind)
+	ki := kindIndex(act.ev.Kind)
+	if ki < 0 {
+		return res
+	}
+	bit := uint64(1) << ki
 	for j := len(r.seq.steps) - 1; j >= 0; j-- {
 		st := &r.seq.steps[j]
-		if kindIndex(act.ev.Kind) < 0 || st.kindSet&bit == 0 {
+		if st.kindSet&bit == 0 {
 			continue
 		}
 		res.evaluated++
