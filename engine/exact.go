@@ -25,6 +25,9 @@ func (r *Rule) ExactExec() (bins, names []string, containerOnly bool, err error)
 	fail := func(why string) ([]string, []string, bool, error) {
 		return nil, nil, false, fmt.Errorf("rule %q: %w: %s", r.Name(), ErrNotExact, why)
 	}
+	if r.seq != nil {
+		return fail("it is a sequence: its last step depends on earlier events")
+	}
 	if len(r.spec.Exceptions) > 0 {
 		return fail("it has exceptions")
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"slices"
 	"strings"
 )
@@ -10,17 +11,22 @@ type Match struct {
 	Rule *Rule
 	// Output is the rule's output rendered for the event.
 	Output string
+	// Steps are the events of each step of a sequence rule, in order; the
+	// last is the event matched.
+	Steps []StepEvent
 }
 
 // Stats counts what the matcher did. Counters are per matcher and not
 // synchronised: one matcher serves one goroutine.
 type Stats struct {
-	Events      uint64 // events offered
-	Candidates  uint64 // rule evaluations
-	Matches     uint64
-	Exceptions  uint64 // matches dropped by an exception
-	EvalErrors  uint64 // evaluations that failed (counted as no match)
-	NoCandidate uint64 // events with no candidate rule
+	Events     uint64 // events offered
+	Candidates uint64 // rule evaluations
+	Matches    uint64
+	// SequenceSteps counts sequence step conditions evaluated.
+	SequenceSteps uint64
+	Exceptions    uint64 // matches dropped by an exception
+	EvalErrors    uint64 // evaluations that failed (counted as no match)
+	NoCandidate   uint64 // events with no candidate rule
 }
 
 // Matcher evaluates events against a fixed set of rules, each event only
@@ -32,6 +38,7 @@ type Matcher struct {
 	rules  []*Rule
 	byKind [64]*bucket
 	naive  bool
+	seqs   *Sequences
 	Stats  Stats
 	// OnError, when set, is called for each evaluation error.
 	OnError func(r *Rule, ev *Event, err error)
@@ -53,9 +60,15 @@ type bucket struct {
 	pathDir map[string][]*Rule
 }
 
-// NewMatcher indexes rules for matching.
-func NewMatcher(rules []*Rule) *Matcher {
-	m := &Matcher{rules: rules}
+// NewMatcher indexes rules for matching, with sequence state of its own.
+func NewMatcher(rules []*Rule) *Matcher { return NewMatcherWith(rules, NewSequences()) }
+
+// NewMatcherWith indexes rules for matching and keeps the partial chains of
+// sequence rules in seqs, which may be shared with other matchers and
+// outlive this one: the state of rules not in rules is dropped.
+func NewMatcherWith(rules []*Rule, seqs *Sequences) *Matcher {
+	seqs.Retain(rules)
+	m := &Matcher{rules: rules, seqs: seqs}
 	for i, k := range kinds {
 		var b *bucket
 		for _, r := range rules {
@@ -75,7 +88,7 @@ func NewMatcher(rules []*Rule) *Matcher {
 // NewNaiveMatcher evaluates every rule's program on every event; it exists as
 // the baseline the indexed matcher is measured and property-tested against.
 func NewNaiveMatcher(rules []*Rule) *Matcher {
-	return &Matcher{rules: rules, naive: true}
+	return &Matcher{rules: rules, naive: true, seqs: NewSequences()}
 }
 
 // Rules returns the rules the matcher was built with.
@@ -95,7 +108,7 @@ func addTo[K comparable](m *map[K][]*Rule, keys []K, r *Rule) {
 
 // add files a rule under its most selective key for kind k.
 func (b *bucket) add(k Kind, r *Rule) {
-	c := &r.constraints
+	c := r.constraintsFor(k)
 	switch k.Source() {
 	case SourceProcess:
 		if c.Binaries != nil {
@@ -215,6 +228,12 @@ func (m *Matcher) Match(ev *Event, dst []Match) []Match {
 func (m *Matcher) matchNaive(ev *Event, dst []Match) []Match {
 	act := &activation{ev: ev}
 	for _, r := range m.rules {
+		if r.seq != nil {
+			if r.Applies(ev) {
+				dst = m.evalSequence(r, act, ev, dst)
+			}
+			continue
+		}
 		v := r.eval(act)
 		m.Stats.Candidates++
 		if v.Matched && r.Applies(ev) {
@@ -226,6 +245,9 @@ func (m *Matcher) matchNaive(ev *Event, dst []Match) []Match {
 }
 
 func (m *Matcher) eval(r *Rule, act *activation, ev *Event, dst []Match) []Match {
+	if r.seq != nil {
+		return m.evalSequence(r, act, ev, dst)
+	}
 	m.Stats.Candidates++
 	v := r.eval(act)
 	switch {
@@ -239,6 +261,26 @@ func (m *Matcher) eval(r *Rule, act *activation, ev *Event, dst []Match) []Match
 	case v.Matched:
 		m.Stats.Matches++
 		dst = append(dst, Match{Rule: r, Output: r.Output(ev)})
+	}
+	return dst
+}
+
+func (m *Matcher) evalSequence(r *Rule, act *activation, ev *Event, dst []Match) []Match {
+	m.Stats.Candidates++
+	res := r.observe(context.Background(), m.seqs, act, r.seq.conds, r.seq.exceptions)
+	m.Stats.SequenceSteps += uint64(res.evaluated)
+	for _, err := range res.errs {
+		m.Stats.EvalErrors++
+		if m.OnError != nil {
+			m.OnError(r, ev, err)
+		}
+	}
+	switch {
+	case res.completed != nil:
+		m.Stats.Matches++
+		dst = append(dst, Match{Rule: r, Output: r.Output(ev), Steps: res.completed})
+	case res.excepted != "":
+		m.Stats.Exceptions++
 	}
 	return dst
 }

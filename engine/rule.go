@@ -41,6 +41,7 @@ type Rule struct {
 	cost        uint64
 	constraints Constraints
 	kindSet     uint64 // bit i set when kinds[i] can match
+	seq         *sequence
 }
 
 type exception struct {
@@ -57,6 +58,7 @@ type bounded struct {
 	err        error
 	condition  cel.Program
 	exceptions []cel.Program
+	steps      []cel.Program // a sequence's step conditions
 }
 
 // Name is the rule's name, namespace/name for a namespaced DetectionRule.
@@ -133,22 +135,28 @@ func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*Rule, e
 		return nil, fmt.Errorf("%w %q: severity %q is not one of info, low, medium, high, critical", ErrInvalidRule, display, spec.Severity)
 	}
 
-	cond, cost, err := compileExpr(env, display, "condition", spec.Condition, cel.BoolType)
-	if err != nil {
-		return nil, err
-	}
-	r.cost, r.condAst = cost, cond
-	r.condition, err = program(env, cond)
-	if err != nil {
-		return nil, fmt.Errorf("compile rule %q: condition: %w", display, err)
-	}
-	r.condExpr = cond.NativeRep().Expr()
-	r.constraints = deriveConstraints(r.condExpr, r.source)
-	r.constraints.Namespace = namespace
-	for i, k := range AllKinds() {
-		for _, c := range r.constraints.Kinds {
-			if c == k {
-				r.kindSet |= 1 << i
+	if spec.Sequence != nil {
+		if err := r.compileSequence(env, display, spec.Sequence); err != nil {
+			return nil, err
+		}
+	} else {
+		cond, cost, err := compileExpr(env, display, "condition", spec.Condition, cel.BoolType)
+		if err != nil {
+			return nil, err
+		}
+		r.cost, r.condAst = cost, cond
+		r.condition, err = program(env, cond)
+		if err != nil {
+			return nil, fmt.Errorf("compile rule %q: condition: %w", display, err)
+		}
+		r.condExpr = cond.NativeRep().Expr()
+		r.constraints = deriveConstraints(r.condExpr, r.source)
+		r.constraints.Namespace = namespace
+		for i, k := range AllKinds() {
+			for _, c := range r.constraints.Kinds {
+				if c == k {
+					r.kindSet |= 1 << i
+				}
 			}
 		}
 	}
@@ -193,6 +201,15 @@ func Compile(name, namespace string, spec *v1alpha1.DetectionRuleSpec) (*Rule, e
 				return nil, fmt.Errorf("compile rule %q: throttle.key[%d]: %w", display, i, err)
 			}
 			r.keys = append(r.keys, p)
+		}
+	}
+	if r.seq != nil {
+		r.seq.conds = make([]cel.Program, len(r.seq.steps))
+		for i, st := range r.seq.steps {
+			r.seq.conds[i] = st.cond
+		}
+		for _, ex := range r.exceptions {
+			r.seq.exceptions = append(r.seq.exceptions, ex.prg)
 		}
 	}
 	return r, nil
@@ -251,7 +268,16 @@ func (r *Rule) boundedPrograms() (*bounded, error) {
 			b.err = err
 			return
 		}
-		if b.condition, b.err = boundedProgram(env, r.condAst); b.err != nil {
+		if r.seq != nil {
+			for _, st := range r.seq.steps {
+				p, err := boundedProgram(env, st.condAst)
+				if err != nil {
+					b.err = err
+					return
+				}
+				b.steps = append(b.steps, p)
+			}
+		} else if b.condition, b.err = boundedProgram(env, r.condAst); b.err != nil {
 			return
 		}
 		for _, ex := range r.exceptions {
@@ -270,6 +296,9 @@ func (r *Rule) boundedPrograms() (*bounded, error) {
 // stopping when ctx ends: for events from files, whose evaluation must be
 // bounded in time as well as cost.
 func (r *Rule) EvalContext(ctx context.Context, ev *Event) Verdict {
+	if r.seq != nil {
+		return Verdict{} // one event never completes a sequence of two or more
+	}
 	b, err := r.boundedPrograms()
 	if err != nil {
 		return Verdict{Err: err}
@@ -363,6 +392,9 @@ func (r *Rule) Eval(ev *Event) Verdict {
 }
 
 func (r *Rule) eval(act *activation) Verdict {
+	if r.seq != nil {
+		return Verdict{} // one event never completes a sequence of two or more
+	}
 	out, _, err := r.condition.Eval(act)
 	if err != nil {
 		return Verdict{Err: err}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 )
@@ -37,6 +38,11 @@ func RunTestsContext(ctx context.Context, r *Rule) []TestResult {
 		res := TestResult{Rule: r.Name(), Test: name}
 		if err := ctx.Err(); err != nil {
 			res.Message = "not run: " + budgetMessage(err)
+			out = append(out, res)
+			continue
+		}
+		if r.seq != nil || len(tc.Events) > 0 {
+			res.Passed, res.Message = r.checkSequence(ctx, i, &tc)
 			out = append(out, res)
 			continue
 		}
@@ -129,4 +135,97 @@ func (r *Rule) testEvent(ev *Event) (*Event, bool) {
 		return &o, true
 	}
 	return ev, false
+}
+
+// MaxTestEvents bounds the events of one test of a sequence rule, as the
+// CRD does for rules in a cluster; rule files are held to it too.
+const MaxTestEvents = 64
+
+// checkSequence runs one test of a sequence rule: its events, in order,
+// through fresh sequence state; the test expects a match when a chain
+// completes on any of them.
+func (r *Rule) checkSequence(ctx context.Context, i int, tc *v1alpha1.RuleTest) (bool, string) {
+	switch {
+	case r.seq == nil:
+		return false, fmt.Sprintf("tests[%d].events is for sequence rules; this rule's tests give one event", i)
+	case len(tc.Event.Raw) > 0:
+		return false, fmt.Sprintf("tests[%d].event: a sequence rule's test lists its events in events", i)
+	case len(tc.Events) == 0:
+		return false, fmt.Sprintf("tests[%d].events: a sequence rule's test needs at least one event", i)
+	case len(tc.Events) > MaxTestEvents:
+		return false, fmt.Sprintf("tests[%d].events: %d events, at most %d", i, len(tc.Events), MaxTestEvents)
+	}
+	b, err := r.boundedPrograms()
+	if err != nil {
+		return false, err.Error()
+	}
+	seqs := NewSequences()
+	var completed *Event
+	var chain []StepEvent
+	excepted := ""
+	feed := func(ev *Event) error {
+		if !r.Applies(ev) {
+			return nil
+		}
+		res := r.observe(ctx, seqs, &activation{ev: ev}, b.steps, b.exceptions)
+		if len(res.errs) > 0 {
+			return res.errs[0]
+		}
+		if res.completed != nil && completed == nil {
+			completed, chain = ev, res.completed
+		}
+		if res.excepted != "" {
+			excepted = res.excepted
+		}
+		return nil
+	}
+	for j, raw := range tc.Events {
+		if err := ctx.Err(); err != nil {
+			return false, "stopped: " + budgetMessage(err)
+		}
+		ev, err := DecodeLine(raw.Raw)
+		if err != nil {
+			return false, fmt.Sprintf("tests[%d].events[%d]: %v", i, j, err)
+		}
+		if err := feed(&ev); err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				return false, "stopped: " + budgetMessage(cerr)
+			}
+			return false, fmt.Sprintf("events[%d]: evaluation failed: %v", j, err)
+		}
+		// An audit event that carries an object is also an object event,
+		// as in the controller.
+		if ev.Kind == KindAudit && r.kindSet&(1<<kindIndex(KindObject)) != 0 {
+			if o, ok := ObjectFromAudit(&ev); ok {
+				if err := feed(&o); err != nil {
+					return false, fmt.Sprintf("events[%d] (its object event): evaluation failed: %v", j, err)
+				}
+			}
+		}
+	}
+	switch tc.Expect {
+	case v1alpha1.ExpectMatch:
+		if completed == nil {
+			if excepted != "" {
+				return false, fmt.Sprintf("expected a match: exception %q dropped it", excepted)
+			}
+			return false, "expected a match: no chain of the steps completed within the window"
+		}
+		if tc.Output != "" {
+			if got := r.Output(completed); got != tc.Output {
+				return false, fmt.Sprintf("output %q, want %q", got, tc.Output)
+			}
+		}
+		return true, ""
+	case v1alpha1.ExpectNoMatch:
+		if completed != nil {
+			steps := make([]string, len(chain))
+			for k, s := range chain {
+				steps[k] = s.Step
+			}
+			return false, fmt.Sprintf("expected no match, but the sequence completed (%s): %s", strings.Join(steps, " → "), r.Output(completed))
+		}
+		return true, ""
+	}
+	return false, fmt.Sprintf("expect is %q, want %q or %q", tc.Expect, v1alpha1.ExpectMatch, v1alpha1.ExpectNoMatch)
 }

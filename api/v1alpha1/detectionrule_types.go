@@ -6,9 +6,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// DetectionRuleSpec is a detection rule: a CEL condition over riposte events,
-// with exceptions, an output line, throttling, the playbooks to run on a match
-// and the tests that must pass before the rule goes live.
+// DetectionRuleSpec is a detection rule: a CEL condition over riposte events
+// (or a sequence of them), with exceptions, an output line, throttling, the
+// playbooks to run on a match and the tests that must pass before the rule
+// goes live.
+// +kubebuilder:validation:XValidation:rule="has(self.condition) != has(self.sequence)",message="set exactly one of condition and sequence"
 type DetectionRuleSpec struct {
 	// Source selects the events the rule sees.
 	// +kubebuilder:validation:Enum=process;file;network;audit;object
@@ -28,9 +30,16 @@ type DetectionRuleSpec struct {
 
 	// Condition is a CEL expression over the event variables (event, process,
 	// container, pod, workload, node, file, net, syscall, audit, object) that
-	// is true when the rule matches.
+	// is true when the rule matches. A rule has a condition or a sequence.
 	// +kubebuilder:validation:MinLength=1
-	Condition string `json:"condition"`
+	// +optional
+	Condition string `json:"condition,omitempty"`
+
+	// Sequence makes the rule match an ordered chain of events that share a
+	// correlation key within a window, instead of one event. Exceptions and
+	// the output apply to the event that completes the chain.
+	// +optional
+	Sequence *Sequence `json:"sequence,omitempty"`
 
 	// Exceptions are named CEL conditions; a match that satisfies any of them
 	// is dropped.
@@ -69,6 +78,52 @@ type Exception struct {
 	Condition string `json:"condition"`
 }
 
+// Sequence is an ordered chain of steps: the rule matches when events
+// satisfying each step, in order and with the same key, all happen within
+// Window of the first.
+type Sequence struct {
+	// Key lists CEL expressions whose values together correlate the steps'
+	// events, for example container.id, pod.uid or audit.user.username.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=4
+	Key []string `json:"key"`
+	// Window is how long after the first step's event the last step may
+	// happen.
+	Window metav1.Duration `json:"window"`
+	// Steps are matched in this order.
+	// +kubebuilder:validation:MinItems=2
+	// +kubebuilder:validation:MaxItems=8
+	Steps []SequenceStep `json:"steps"`
+	// MaxKeys bounds how many keys may have a chain in progress at once;
+	// when full, the key seen least recently is evicted (and counted).
+	// Zero means 1024.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65536
+	// +optional
+	MaxKeys int32 `json:"maxKeys,omitempty"`
+}
+
+// SequenceStep is one step of a sequence.
+type SequenceStep struct {
+	// Name says what the step is, for example download or chmod.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Source selects the events the step sees; empty means the rule's.
+	// +kubebuilder:validation:Enum=process;file;network;audit;object
+	// +optional
+	Source string `json:"source,omitempty"`
+	// Condition is a CEL expression over the event variables that is true
+	// for an event of this step.
+	// +kubebuilder:validation:MinLength=1
+	Condition string `json:"condition"`
+	// Key, when set, replaces the sequence's key for this step's events: as
+	// many expressions, whose values must equal the other steps' keys (for
+	// example file.path for a download, process.binary for its exec).
+	// +kubebuilder:validation:MaxItems=4
+	// +optional
+	Key []string `json:"key,omitempty"`
+}
+
 // Throttle reports the first match per key and counts the rest for Window.
 type Throttle struct {
 	// Window is how long matches with the same key are folded into one.
@@ -79,7 +134,8 @@ type Throttle struct {
 	Key []string `json:"key,omitempty"`
 }
 
-// RuleTest is one embedded test: an event and whether the rule must match it.
+// RuleTest is one embedded test: an event (a list of events for a sequence
+// rule) and whether the rule must match it.
 type RuleTest struct {
 	// Name describes the case.
 	Name string `json:"name"`
@@ -87,7 +143,13 @@ type RuleTest struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
-	Event runtime.RawExtension `json:"event"`
+	// +optional
+	Event runtime.RawExtension `json:"event,omitzero"`
+	// Events are the events a sequence rule is given, in order; the test
+	// expects a match when the sequence completes on any of them.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Events []runtime.RawExtension `json:"events,omitempty"`
 	// Expect is match or noMatch.
 	// +kubebuilder:validation:Enum=match;noMatch
 	Expect string `json:"expect"`

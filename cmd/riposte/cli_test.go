@@ -215,3 +215,37 @@ func TestCompileExplain(t *testing.T) {
 		t.Fatalf("no kernel filter in the explanation:\n%s", out)
 	}
 }
+
+// A sequence rule fires in replay on the event that completes its chain
+// (the exec into the privileged pod, not the one into another pod) and the
+// match carries each step's event.
+func TestReplayFiresSequencesWithTheirSteps(t *testing.T) {
+	out, errOut, code := run(t, "replay", "--rules", library, "--output", "json", "testdata/replay-sequence.jsonl")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	var got []alert
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var a alert
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		if a.Rule == "exec-into-privileged-pod" {
+			got = append(got, a)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d matches of the sequence, want 1\n%s", len(got), out)
+	}
+	a := got[0]
+	if a.Event.Audit.AuditID != "s-3" || len(a.Steps) != 2 || a.Steps[0].Step != "pod-created" || a.Steps[1].Step != "exec" ||
+		!strings.Contains(string(a.Steps[0].Event), `"pwn"`) || !strings.Contains(string(a.Steps[1].Event), `"s-3"`) {
+		t.Fatalf("match %+v, steps %+v", a.Event.Audit, a.Steps)
+	}
+	text, _, _ := run(t, "replay", "--rules", library, "testdata/replay-sequence.jsonl")
+	if !strings.Contains(text, "exec-into-privileged-pod: bob exec into the privileged or hostPath pod default/pwn") || !strings.Contains(text, "    step pod-created at 2026-12-01T10:00:00Z") {
+		t.Fatalf("text output:\n%s", text)
+	}
+}

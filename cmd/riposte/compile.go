@@ -48,14 +48,16 @@ func compileCmd(args []string) int {
 			continue
 		}
 		c := r.Compiled.Constraints()
-		kernel = append(kernel, bpf.RuleConstraints{Name: r.ID(), Constraints: c})
+		for _, p := range r.Compiled.Prefilters() {
+			kernel = append(kernel, bpf.RuleConstraints{Name: r.ID(), Constraints: p})
+		}
 		if *output == "json" {
-			_ = enc.Encode(map[string]any{"rule": r.ID(), "source": r.Spec.Source, "cost": r.Compiled.Cost(), "constraints": c})
+			_ = enc.Encode(map[string]any{"rule": r.ID(), "source": r.Spec.Source, "cost": r.Compiled.Cost(), "constraints": c, "prefilters": r.Compiled.Prefilters()})
 			continue
 		}
 		fmt.Printf("%s: compiled, estimated cost %d\n", r.ID(), r.Compiled.Cost())
 		if *explain {
-			fmt.Printf("    filter: %s\n", c.Explain())
+			fmt.Printf("    filter: %s\n", r.Compiled.ExplainPrefilter())
 		}
 	}
 	if *explain {

@@ -43,7 +43,7 @@ func lintCmd(args []string) int {
 	errors, warnings := 0, 0
 	for _, r := range set.Rules {
 		if r.Compiled != nil {
-			fmt.Printf("ok      %s:%d: rule %q: estimated cost %d; prefilter: %s\n", r.File, r.Line, r.ID(), r.Compiled.Cost(), r.Compiled.Constraints().Explain())
+			fmt.Printf("ok      %s:%d: rule %q: estimated cost %d; prefilter: %s\n", r.File, r.Line, r.ID(), r.Compiled.Cost(), r.Compiled.ExplainPrefilter())
 		}
 	}
 	for _, f := range findings {

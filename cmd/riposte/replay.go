@@ -28,6 +28,8 @@ type alert struct {
 	// one: replay prints it anyway, so a forensic replay loses nothing.
 	Suppressed bool          `json:"suppressed,omitempty"`
 	Event      *engine.Event `json:"event"`
+	// Steps are a sequence rule's events, step by step.
+	Steps []engine.StepEvent `json:"steps,omitempty"`
 }
 
 func replayCmd(args []string) int {
@@ -101,11 +103,14 @@ Without --rules the library embedded in the binary is used.`)
 				c.reported++
 			}
 			if *output == "json" {
-				_ = enc.Encode(alert{Time: ev.Time, Rule: mt.Rule.Name(), Severity: mt.Rule.Severity(), Tags: mt.Rule.Spec().Tags, Output: mt.Output, Suppressed: suppressed, Event: ev})
+				_ = enc.Encode(alert{Time: ev.Time, Rule: mt.Rule.Name(), Severity: mt.Rule.Severity(), Tags: mt.Rule.Spec().Tags, Output: mt.Output, Suppressed: suppressed, Event: ev, Steps: mt.Steps})
 				continue
 			}
 			if !suppressed {
 				fmt.Printf("%s %-8s %s: %s\n", ev.Time.UTC().Format(time.RFC3339), mt.Rule.Severity(), mt.Rule.Name(), mt.Output)
+				for _, st := range mt.Steps {
+					fmt.Printf("    step %s at %s\n", st.Step, st.Time.UTC().Format(time.RFC3339Nano))
+				}
 			}
 		}
 	}

@@ -73,6 +73,8 @@ func runCase(ctx context.Context, s *Set, tf *TestFile, c TestCase) []Result {
 			res.Message = fmt.Sprintf("no rule %q is loaded", id)
 		case r.Compiled == nil:
 			res.Message = "the rule does not compile"
+		case r.Compiled.IsSequence():
+			res.Message = "a sequence rule matches a list of events: test it in its embedded tests (spec.tests[].events)"
 		default:
 			v := r.Compiled.Check(ctx, &ev)
 			switch {

@@ -48,10 +48,13 @@ type ruleState struct {
 
 // Agent is the running pipeline.
 type Agent struct {
-	cfg         Config
-	sensors     *bpf.Sensors
-	table       *proctable.Table
-	rules       atomic.Pointer[ruleState]
+	cfg     Config
+	sensors *bpf.Sensors
+	table   *proctable.Table
+	rules   atomic.Pointer[ruleState]
+	// seqs holds sequence rules' partial chains across rule-set changes:
+	// an unchanged rule keeps its chains.
+	seqs        *engine.Sequences
 	counters    *countersCollector
 	Enforcement Enforcement
 }
@@ -66,7 +69,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := bpf.Check(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg}
+	a := &Agent{cfg: cfg, seqs: engine.NewSequences()}
 	a.Enforcement = ProbeLSM()
 	s, err := bpf.Load(cfg.Sensors)
 	if err != nil {
@@ -89,7 +92,7 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("register agent metrics: %w", err)
 		}
 	}
-	a.rules.Store(&ruleState{matcher: engine.NewMatcher(nil)})
+	a.rules.Store(&ruleState{matcher: engine.NewMatcherWith(nil, a.seqs)})
 	return a, nil
 }
 
@@ -104,12 +107,15 @@ func (a *Agent) Table() *proctable.Table { return a.table }
 // to kill in the kernel; those the kernel cannot check exactly are returned
 // as skipped (with the reason) and not killed in the kernel.
 func (a *Agent) SetRules(rules []*engine.Rule, kill []KillRule) (skipped []error, err error) {
-	in := make([]bpf.RuleConstraints, len(rules))
-	for i, r := range rules {
-		in[i] = bpf.RuleConstraints{Name: r.Name(), Constraints: r.Constraints()}
+	// A sequence lets through the events of any of its steps.
+	in := make([]bpf.RuleConstraints, 0, len(rules))
+	for _, r := range rules {
+		for _, c := range r.Prefilters() {
+			in = append(in, bpf.RuleConstraints{Name: r.Name(), Constraints: c})
+		}
 	}
 	ks, skipped := NewKillSet(kill)
-	st := &ruleState{matcher: engine.NewMatcher(rules)}
+	st := &ruleState{matcher: engine.NewMatcherWith(rules, a.seqs)}
 	slot := map[string]uint32{}
 	target := func(e KillEntry) bpf.KillTarget {
 		return bpf.KillTarget{Slot: slotOf(st, slot, e.Rule), Host: e.Host, Protected: e.Protected}

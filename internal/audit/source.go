@@ -70,6 +70,10 @@ type Options struct {
 	// SourcePods, when set, fills audit.sourcePod (Attribute), so rules and
 	// Incidents name the calling pod.
 	SourcePods PeerResolver
+	// Sequences holds sequence rules' partial chains, shared by the workers
+	// (a chain's steps may come in different batches) and with the object
+	// source; nil gives the source its own.
+	Sequences *engine.Sequences
 }
 
 // Source is the audit webhook endpoint and its workers.
@@ -126,6 +130,9 @@ func New(rules Rules, sink Sink, log logr.Logger, opts Options) *Source {
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Sequences == nil {
+		opts.Sequences = engine.NewSequences()
 	}
 	s := &Source{opts: opts, rules: rules, sink: sink, log: log, queue: make(chan batch, opts.QueueBatches)}
 	for _, t := range opts.Tokens {
@@ -347,7 +354,7 @@ func (s *Source) work(ctx context.Context) {
 		}
 		batch := b.events
 		if v, rules := s.rules.Snapshot(); m == nil || v != version {
-			version, m = v, engine.NewMatcher(rules)
+			version, m = v, engine.NewMatcherWith(rules, s.opts.Sequences)
 		}
 		for i := range batch {
 			ev := &batch[i]

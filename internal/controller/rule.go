@@ -120,7 +120,7 @@ func (r *ruleReconciler) reconcileRule(ctx context.Context, kind string, obj sta
 	wasReady := conditions.IsReady(obj) && status.ObservedGeneration == obj.GetGeneration()
 	r.Registry.Put(key, rule, obj.GetGeneration())
 	status.EstimatedCost = rule.Cost()
-	status.Prefilter = rule.Constraints().Explain()
+	status.Prefilter = rule.ExplainPrefilter()
 	status.ObservedGeneration = obj.GetGeneration()
 	conditions.Delete(obj, v1alpha1.StalledCondition)
 	msg := fmt.Sprintf("rule compiled (estimated cost %d) and passed %d embedded tests", rule.Cost(), len(spec.Tests))

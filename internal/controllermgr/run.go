@@ -41,6 +41,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/riposte-dev/riposte/api/v1alpha1"
+	"github.com/riposte-dev/riposte/engine"
 	"github.com/riposte-dev/riposte/engine/enrich"
 	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/internal/audit"
@@ -247,6 +248,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err := mgr.Add(manager.RunnableFunc(writer.Run)); err != nil {
 		return err
 	}
+	// Sequence rules' partial chains, shared by the audit and object
+	// sources: a privileged pod seen by the watch, then an exec in the
+	// audit log, is one chain.
+	seqs := engine.NewSequences()
 
 	if !opts.Response.Disable {
 		auth := &trust.Authorizer{Signer: signer, Reader: mgr.GetClient(), Owners: mgr.GetAPIReader(), Namespace: opts.Namespace}
@@ -311,6 +316,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			}
 			auditOpts.SourcePods = store
 		}
+		auditOpts.Sequences = seqs
 		src := audit.New(registry, writer, log.WithName("audit"), auditOpts)
 		registerMetrics(src.Collectors()...)
 		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
@@ -345,6 +351,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 
 	if !opts.DisableObjects {
 		src := objects.New(registry, writer, log.WithName("objects"), 0)
+		src.ShareSequences(seqs)
 		registerMetrics(src.Collectors()...)
 		kinds := append([]schema.GroupVersionKind{objects.PodKind}, opts.ObjectKinds...)
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

@@ -152,7 +152,7 @@ func NewWriter(c client.Client, log logr.Logger, opts Options) *Writer {
 // Collectors returns the writer's Prometheus collectors for registration.
 func (w *Writer) Collectors() []prometheus.Collector {
 	m := &w.metrics
-	return []prometheus.Collector{m.matches, m.folded, m.dropped, m.writes, m.writeErrors, m.open, truncatedCollector}
+	return append([]prometheus.Collector{m.matches, m.folded, m.dropped, m.writes, m.writeErrors, m.open, truncatedCollector}, sequenceCollectors...)
 }
 
 // truncatedCollector exports engine.TruncatedEvents with the writer's
@@ -196,7 +196,11 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 	if backfill(&win.spec.Subject, &subject) {
 		win.subjectFilled = true
 	}
-	if len(win.samples) < w.opts.MaxSamples {
+	switch {
+	case len(m.Steps) > 0 && len(win.samples) == 0:
+		// A sequence's Incident carries the event of each step.
+		win.samples = stepSamples(m.Steps)
+	case len(win.samples) < w.opts.MaxSamples:
 		win.samples = append(win.samples, sample(ev))
 	}
 	if !win.queued {

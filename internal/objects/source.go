@@ -34,6 +34,7 @@ type Source struct {
 	log   logr.Logger
 	queue chan engine.Event
 	now   func() time.Time
+	seqs  *engine.Sequences
 
 	events  *prometheus.CounterVec
 	matches prometheus.Counter
@@ -46,11 +47,16 @@ func New(rules Rules, sink Sink, log logr.Logger, queueLen int) *Source {
 		queueLen = 4096
 	}
 	return &Source{
-		rules: rules, sink: sink, log: log, queue: make(chan engine.Event, queueLen), now: time.Now,
+		rules: rules, sink: sink, log: log, queue: make(chan engine.Event, queueLen), now: time.Now, seqs: engine.NewSequences(),
 		events:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_object_events_total", Help: "Object events by operation."}, []string{"op"}),
 		matches: prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_object_matches_total", Help: "Rule matches on object events."}),
 	}
 }
+
+// ShareSequences makes the source keep sequence rules' partial chains in
+// seqs, shared with the audit source, so a chain may start with an object
+// the watch saw and end with an audit event. Call it before Run.
+func (s *Source) ShareSequences(seqs *engine.Sequences) { s.seqs = seqs }
 
 // Collectors returns the source's Prometheus collectors for registration.
 func (s *Source) Collectors() []prometheus.Collector {
@@ -141,7 +147,7 @@ func (s *Source) Run(ctx context.Context) error {
 			return nil
 		case ev := <-s.queue:
 			if v, rules := s.rules.Snapshot(); m == nil || v != version {
-				version, m = v, engine.NewMatcher(rules)
+				version, m = v, engine.NewMatcherWith(rules, s.seqs)
 			}
 			matches = m.Match(&ev, matches[:0])
 			for _, mt := range matches {

@@ -111,3 +111,38 @@ func TestValidatorRefusesRulesWhoseTestsTakeTooLong(t *testing.T) {
 		t.Fatal("allowed although the request's context had ended")
 	}
 }
+
+// A sequence rule is admitted or refused like any rule: a bad step
+// condition is refused naming the step and the CEL line and column, a
+// failing chain test naming the test; a good one is admitted.
+func TestValidatorJudgesSequenceRules(t *testing.T) {
+	v := &Validator{Playbooks: noPlaybooks{}}
+	rule := func(cond string, tests ...v1alpha1.RuleTest) *v1alpha1.ClusterDetectionRule {
+		return &v1alpha1.ClusterDetectionRule{ObjectMeta: metav1.ObjectMeta{Name: "chain"}, Spec: v1alpha1.DetectionRuleSpec{
+			Source: "audit", Severity: "high", Tests: tests,
+			Sequence: &v1alpha1.Sequence{Key: []string{"audit.user.username"}, Window: metav1.Duration{Duration: time.Minute}, Steps: []v1alpha1.SequenceStep{
+				{Name: "review", Condition: `audit.objectRef.resource == "selfsubjectaccessreviews"`},
+				{Name: "list", Condition: cond},
+			}}}}
+	}
+	events := func(resources ...string) v1alpha1.RuleTest {
+		tc := v1alpha1.RuleTest{Name: "chain fires", Expect: v1alpha1.ExpectMatch}
+		for i, r := range resources {
+			tc.Events = append(tc.Events, runtime.RawExtension{Raw: []byte(fmt.Sprintf(
+				`{"kind":"audit","time":"2026-12-01T10:00:0%dZ","audit":{"verb":"list","user":{"username":"u"},"objectRef":{"resource":%q}}}`, i, r))})
+		}
+		return tc
+	}
+	resp := v.Handle(context.Background(), request(t, rule("audit.verb == \"list\" &&\n  audit.objectRef.nope"), "ClusterDetectionRule"))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, "sequence.steps[1].condition 2:18") {
+		t.Errorf("bad step: allowed=%v message %q", resp.Allowed, resp.Result.Message)
+	}
+	resp = v.Handle(context.Background(), request(t, rule(`audit.objectRef.resource == "secrets"`, events("secrets", "selfsubjectaccessreviews")), "ClusterDetectionRule"))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, `test "chain fires" failed: expected a match`) {
+		t.Errorf("chain out of order: allowed=%v message %q", resp.Allowed, resp.Result.Message)
+	}
+	resp = v.Handle(context.Background(), request(t, rule(`audit.objectRef.resource == "secrets"`, events("selfsubjectaccessreviews", "secrets")), "ClusterDetectionRule"))
+	if !resp.Allowed {
+		t.Errorf("good sequence refused: %q", resp.Result.Message)
+	}
+}

@@ -42,9 +42,10 @@ var attackRules = map[engine.Source][]string{
 		"admission-webhook-changed", "anonymous-request-allowed", "binding-to-anonymous",
 		"cluster-admin-binding-created", "csr-approved-for-client-identity", "csr-for-client-identity",
 		"daemonset-created-in-kube-system", "detection-objects-deleted", "ephemeral-container-added",
-		"events-deleted", "impersonation-used", "kubelet-api-through-nodes-proxy", "kubernetes-client-from-pod",
+		"events-deleted", "exec-into-privileged-pod", "impersonation-used", "kubelet-api-through-nodes-proxy", "kubernetes-client-from-pod",
 		"node-created-by-non-kubelet", "pod-exec-or-attach", "pod-port-forward",
 		"role-grants-escalate-bind-or-impersonate", "role-grants-pods-exec", "role-with-wildcard",
+		"serviceaccount-access-review-then-secrets",
 		"serviceaccount-lists-secrets", "serviceaccount-reads-secret", "serviceaccount-selfsubjectaccessreview",
 		"system-role-deleted", "tokenrequest-for-other-serviceaccount",
 	},
@@ -61,7 +62,7 @@ var attackRules = map[engine.Source][]string{
 	},
 	engine.SourceFile: {
 		"kubelet-or-runtime-state-from-container", "process-environ-read", "serviceaccount-token-read-by-tool",
-		"shadow-file-read", "write-below-binary-dirs-in-container", "write-below-etc-in-container",
+		"shadow-file-read", "token-read-then-api-server", "write-below-binary-dirs-in-container", "write-below-etc-in-container",
 	},
 	engine.SourceNetwork: {
 		"api-server-from-workload", "bind-shell-listener", "cloud-metadata-from-workload",
