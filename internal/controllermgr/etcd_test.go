@@ -198,4 +198,3 @@ func auditedNames(t *testing.T, ns, prefix string) map[string]int {
 	}
 	return names
 }
-
