@@ -1,4 +1,4 @@
-package audit_test
+package faults_test
 
 import (
 	"bufio"
