@@ -68,8 +68,12 @@ check: setup $(STATICCHECK) check-generated-bpf ## gofmt, go vet, staticcheck, c
 	$(STATICCHECK) -tags e2enode ./test/node/ ./test/e2e/ ./test/scenario/
 
 .PHONY: faults
+# The fault tests also run in make test (CI); this target prints their figures.
 faults: ## the fault tests with their figures (docs/reliability.md), without the race detector (root)
 	$(GO) test -count=1 -v -timeout 20m -run 'TestRingBufferStorm' ./internal/agent
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -v -timeout 20m -run 'TestAuditOverload' ./test/faults
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -v -timeout 20m -run 'TestAPIServerOutageSpools' ./internal/incident
+	RIPOSTE_TESTENV_BIN="$$(bash test/tools/build.sh $(CACHE))" $(GO) test -count=1 -v -timeout 20m -run 'TestControllerRestartMidPlaybook|TestEtcdRestartUnderLoad' ./internal/controllermgr
 
 .PHONY: bench
 bench: ## the benchmarks behind docs/benchmarks.md

@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/riposte-dev/riposte/internal/agentmgr"
+	"github.com/riposte-dev/riposte/internal/incident"
 )
 
 func init() {
@@ -30,6 +31,8 @@ func agentCmd(args []string) int {
 	fs.StringVar(&o.HealthAddr, "health-addr", ":9465", "serve /healthz and /readyz on this address (\"0\" disables)")
 	fs.StringVar(&o.EvidenceDir, "evidence-dir", "/var/lib/riposte/evidence", "node folder (or volume) for the node part of capture steps")
 	fs.StringVar(&o.PinDir, "pin-dir", "/sys/fs/bpf/riposte", "bpffs folder where kernel isolations are pinned to survive restarts (\"\" keeps them in the process)")
+	fs.StringVar(&o.Incident.SpoolDir, "incident-spool", "", "node folder keeping the Incidents the API server cannot take during an outage until they are written, also across restarts (\"\" keeps them in memory, given up after 10 failed writes)")
+	fs.IntVar(&o.Incident.SpoolMax, "incident-spool-max", incident.DefaultSpoolMax, "Incidents the spool holds; beyond it they are lost, counted (riposte_incident_spool_lost_total) and logged")
 	fs.IntVar(&o.HostPID, "host-pid", 1, "a process in the host's mount namespace (its mount table and root locate containers' files; another mount namespace is a container's)")
 	fs.StringSliceVar(&o.ProtectedNamespaces, "protected-namespaces", agentmgr.DefaultProtectedNamespaces, "namespaces delegated steps and in-kernel kills refuse unless a playbook allows them (the controller's namespace always)")
 	if err := fs.Parse(args); err != nil {

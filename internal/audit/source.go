@@ -74,6 +74,10 @@ type Options struct {
 	// (a chain's steps may come in different batches) and with the object
 	// source; nil gives the source its own.
 	Sequences *engine.Sequences
+	// DedupWindow is how many recent events are remembered to drop the
+	// copies of a batch the API server sends again (default
+	// DefaultDedupWindow).
+	DedupWindow int
 }
 
 // Source is the audit webhook endpoint and its workers.
@@ -86,6 +90,7 @@ type Source struct {
 	queued atomic.Int64 // body bytes of the queued batches
 	tokens [][]byte
 	bufs   sync.Pool
+	dedup  *window
 
 	m metrics
 }
@@ -97,8 +102,11 @@ type metrics struct {
 	// rejectedBatches counts batches refused before decoding (over the
 	// byte bound): their events are not counted one by one.
 	rejectedBatches prometheus.Counter
-	queued          prometheus.GaugeFunc
-	queuedBytes     prometheus.GaugeFunc
+	// dedupEvicted counts events forgotten by the duplicate filter to make
+	// room: a copy of one of them arriving later is matched again.
+	dedupEvicted prometheus.Counter
+	queued       prometheus.GaugeFunc
+	queuedBytes  prometheus.GaugeFunc
 }
 
 // batch is one request's events and the size of its body.
@@ -114,6 +122,7 @@ const (
 	resultDecodeError = "decode_error" // not an audit event
 	resultIgnored     = "ignored"      // a stage that is not matched
 	resultProcessed   = "processed"    // matched against the rules
+	resultDuplicate   = "duplicate"    // a copy of an event already matched (a retried batch)
 )
 
 // New returns a source. Start its workers with Run and serve it as an
@@ -134,7 +143,10 @@ func New(rules Rules, sink Sink, log logr.Logger, opts Options) *Source {
 	if opts.Sequences == nil {
 		opts.Sequences = engine.NewSequences()
 	}
-	s := &Source{opts: opts, rules: rules, sink: sink, log: log, queue: make(chan batch, opts.QueueBatches)}
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = DefaultDedupWindow
+	}
+	s := &Source{opts: opts, rules: rules, sink: sink, log: log, queue: make(chan batch, opts.QueueBatches), dedup: newWindow(opts.DedupWindow)}
 	for _, t := range opts.Tokens {
 		if t != "" {
 			s.tokens = append(s.tokens, []byte(t))
@@ -143,10 +155,12 @@ func New(rules Rules, sink Sink, log logr.Logger, opts Options) *Source {
 	s.bufs.New = func() any { return new(bytes.Buffer) }
 	s.m = metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_audit_requests_total", Help: "Audit webhook requests by HTTP status code."}, []string{"code"}),
-		events:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_audit_events_total", Help: "Audit events by result: accepted, rejected (429), decode_error, ignored, processed."}, []string{"result"}),
+		events:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_audit_events_total", Help: "Audit events by result: accepted, rejected (429), decode_error, ignored, duplicate (a retried copy, not matched again), processed."}, []string{"result"}),
 		matches:  prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_audit_matches_total", Help: "Rule matches on audit events."}),
 		rejectedBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_audit_rejected_batches_total",
 			Help: "Audit batches refused with 429 before decoding because the queued bytes were at their bound; the API server resends them."}),
+		dedupEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_audit_dedup_evicted_total",
+			Help: "Audit events forgotten by the duplicate filter to stay within its window; a copy arriving after that is matched again."}),
 	}
 	s.m.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riposte_audit_queue_batches", Help: "Audit batches waiting for a worker."}, func() float64 { return float64(len(s.queue)) })
 	s.m.queuedBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riposte_audit_queue_bytes", Help: "Request body bytes of the audit batches waiting for a worker."}, func() float64 { return float64(s.queued.Load()) })
@@ -155,7 +169,7 @@ func New(rules Rules, sink Sink, log logr.Logger, opts Options) *Source {
 
 // Collectors returns the source's Prometheus collectors for registration.
 func (s *Source) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.m.requests, s.m.events, s.m.matches, s.m.rejectedBatches, s.m.queued, s.m.queuedBytes}
+	return []prometheus.Collector{s.m.requests, s.m.events, s.m.matches, s.m.rejectedBatches, s.m.dedupEvicted, s.m.queued, s.m.queuedBytes}
 }
 
 // ServeHTTP accepts one audit.k8s.io/v1 EventList.
@@ -345,6 +359,7 @@ func (s *Source) work(ctx context.Context) {
 		matches []engine.Match
 	)
 	processed := s.m.events.WithLabelValues(resultProcessed)
+	duplicate := s.m.events.WithLabelValues(resultDuplicate)
 	for {
 		var b batch
 		select {
@@ -352,7 +367,13 @@ func (s *Source) work(ctx context.Context) {
 			return
 		case b = <-s.queue:
 		}
-		batch := b.events
+		batch, dup, evicted := s.dedup.admit(b.events)
+		if dup > 0 {
+			duplicate.Add(float64(dup))
+		}
+		if evicted > 0 {
+			s.m.dedupEvicted.Add(float64(evicted))
+		}
 		if v, rules := s.rules.Snapshot(); m == nil || v != version {
 			version, m = v, engine.NewMatcherWith(rules, s.opts.Sequences)
 		}

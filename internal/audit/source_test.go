@@ -54,11 +54,25 @@ func ssarRule(t testing.TB) *engine.Rule {
 
 // auditEvent is a Metadata-level audit event as kube-apiserver posts it.
 func auditEvent(i int, user, resource string) string {
-	return fmt.Sprintf(`{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"6e0c3c4e-5f3b-4d38-9a53-%012d","stage":"ResponseComplete","requestURI":"/apis/authorization.k8s.io/v1/%s","verb":"create","user":{"username":%q,"uid":"0b1c","groups":["system:serviceaccounts","system:serviceaccounts:shop","system:authenticated"],"extra":{"authentication.kubernetes.io/pod-name":["api-7d9f-abcde"]}},"sourceIPs":["10.244.0.17"],"userAgent":"kubectl/v1.37.2 (linux/amd64) kubernetes/abc","objectRef":{"resource":%q,"apiGroup":"authorization.k8s.io","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestReceivedTimestamp":"2026-11-20T10:00:00.000000Z","stageTimestamp":"2026-11-20T10:00:00.002000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}`, i, resource, user, resource)
+	return fmt.Sprintf(`{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"6e0c3c4e-5f3b-`+batchTag+`-%012d","stage":"ResponseComplete","requestURI":"/apis/authorization.k8s.io/v1/%s","verb":"create","user":{"username":%q,"uid":"0b1c","groups":["system:serviceaccounts","system:serviceaccounts:shop","system:authenticated"],"extra":{"authentication.kubernetes.io/pod-name":["api-7d9f-abcde"]}},"sourceIPs":["10.244.0.17"],"userAgent":"kubectl/v1.37.2 (linux/amd64) kubernetes/abc","objectRef":{"resource":%q,"apiGroup":"authorization.k8s.io","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestReceivedTimestamp":"2026-11-20T10:00:00.000000Z","stageTimestamp":"2026-11-20T10:00:00.002000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}`, i, resource, user, resource)
 }
 
-// listOf renders n events, every matchEvery-th one matching ssarRule.
-func listOf(n, matchEvery int) []byte {
+// batchTag stands in the audit IDs of listTemplate for the batch number.
+const batchTag = "4d38-9a53"
+
+var batchSeq atomic.Int64
+
+// stamp gives the events of a listTemplate audit IDs no other batch has:
+// the endpoint drops events it has already matched.
+func stamp(template []byte) []byte {
+	return bytes.ReplaceAll(template, []byte(batchTag), fmt.Appendf(nil, "%09d", batchSeq.Add(1)))
+}
+
+// listOf renders n events with fresh audit IDs, every matchEvery-th one
+// matching ssarRule.
+func listOf(n, matchEvery int) []byte { return stamp(listTemplate(n, matchEvery)) }
+
+func listTemplate(n, matchEvery int) []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[`)
 	for i := range n {
@@ -237,10 +251,10 @@ func BenchmarkEndpoint(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = src.Run(ctx) }()
-	body := listOf(perBatch, 10)
+	template := listTemplate(perBatch, 10)
 	client := srv.Client()
 	var rejected atomic.Int64
-	b.SetBytes(int64(len(body)))
+	b.SetBytes(int64(len(template)))
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
@@ -249,6 +263,7 @@ func BenchmarkEndpoint(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(b.N) {
+				body := stamp(template)
 				for {
 					code := post(b, client, srv.URL, testToken, body)
 					if code == http.StatusOK {
@@ -304,7 +319,7 @@ func BenchmarkEndpointOverload(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = src.Run(ctx); close(done) }()
-	body := listOf(perBatch, 10)
+	template := listTemplate(perBatch, 10)
 	client := srv.Client()
 	var ok, rejected atomic.Int64
 	b.ResetTimer()
@@ -315,7 +330,7 @@ func BenchmarkEndpointOverload(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(b.N) {
-				switch code := post(b, client, srv.URL, testToken, body); code {
+				switch code := post(b, client, srv.URL, testToken, stamp(template)); code {
 				case http.StatusOK:
 					ok.Add(1)
 				case http.StatusTooManyRequests:
@@ -351,14 +366,14 @@ func BenchmarkEndpointOverload(b *testing.B) {
 // workers drain the queue, and what was accepted is matched.
 func TestQueueIsBoundedInBytes(t *testing.T) {
 	sink := &countSink{}
-	body := listOf(50, 1)
+	body := listTemplate(50, 1)
 	src := New(staticRules{ssarRule(t)}, sink, logr.Discard(), Options{Tokens: []string{testToken},
 		QueueBatches: 100, MaxQueueBytes: int64(2*len(body) + 10), Workers: 1})
 	srv := httptest.NewTLSServer(src)
 	defer srv.Close()
 	var codes []int
 	for range 4 {
-		codes = append(codes, post(t, srv.Client(), srv.URL, testToken, body))
+		codes = append(codes, post(t, srv.Client(), srv.URL, testToken, stamp(body)))
 	}
 	if want := []int{200, 200, 429, 429}; fmt.Sprint(codes) != fmt.Sprint(want) {
 		t.Fatalf("codes with the queue at its byte bound = %v, want %v", codes, want)

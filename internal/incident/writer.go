@@ -66,6 +66,14 @@ type Options struct {
 	// Signer, in the controller, signs each Incident so the controller
 	// later knows it wrote it (package trust).
 	Signer *trust.Signer
+	// SpoolDir, when set, keeps Incidents whose writes fail because the
+	// API server cannot be reached on disk, one file each, until they are
+	// written, also by the next run of the process: they are not given up
+	// after a number of failures. Beyond SpoolMax files an Incident is lost,
+	// counted (riposte_incident_spool_lost_total) and logged.
+	SpoolDir string
+	// SpoolMax bounds the files in SpoolDir (default DefaultSpoolMax).
+	SpoolMax int
 }
 
 // Writer folds matches into Incidents and writes them. Record is safe for
@@ -76,9 +84,10 @@ type Writer struct {
 	log  logr.Logger
 	lim  *rate.Limiter
 
-	mu    sync.Mutex
-	open  map[string]*window
-	dirty []*window
+	mu      sync.Mutex
+	open    map[string]*window
+	dirty   []*window
+	spooled map[string]bool // files in the spool
 
 	metrics metrics
 }
@@ -104,6 +113,11 @@ type window struct {
 	// changes are the object changes folded in (changeKey), so the same
 	// change seen by the live watch and in the audit log counts once.
 	changes map[string]bool
+	// restored: read back from the spool, count is the Incident's total.
+	restored bool
+	// spooled: the window has a file in the spool; changedSinceSpool: a
+	// match came after the file was written.
+	spooled, changedSinceSpool bool
 }
 
 type metrics struct {
@@ -111,6 +125,8 @@ type metrics struct {
 	writes                   *prometheus.CounterVec
 	writeErrors              prometheus.Counter
 	open                     prometheus.GaugeFunc
+	spoolLost                prometheus.Counter
+	spooledNow               prometheus.GaugeFunc
 }
 
 // NewWriter returns a writer using c. Call Run to start writing.
@@ -133,14 +149,24 @@ func NewWriter(c client.Client, log logr.Logger, opts Options) *Writer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	w := &Writer{c: c, opts: opts, log: log, lim: rate.NewLimiter(rate.Limit(opts.WriteQPS), opts.WriteBurst), open: map[string]*window{}}
+	if opts.SpoolMax <= 0 {
+		opts.SpoolMax = DefaultSpoolMax
+	}
+	w := &Writer{c: c, opts: opts, log: log, lim: rate.NewLimiter(rate.Limit(opts.WriteQPS), opts.WriteBurst), open: map[string]*window{}, spooled: map[string]bool{}}
 	w.metrics = metrics{
 		matches:     prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_matches_total", Help: "Rule matches offered to the incident writer."}),
 		folded:      prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_folded_total", Help: "Matches folded into an existing Incident."}),
 		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_dropped_total", Help: "Matches dropped because too many Incident windows were open."}),
 		writes:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "riposte_incident_writes_total", Help: "Incident API writes by operation."}, []string{"op"}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_write_errors_total", Help: "Incident API writes that failed (retried at the next flush)."}),
+		spoolLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "riposte_incident_spool_lost_total",
+			Help: "Incidents lost while the API server could not be reached: the spool was at its bound (or a spool file was unreadable)."}),
 	}
+	w.metrics.spooledNow = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riposte_incident_spooled", Help: "Incidents kept on disk until the API server takes them."}, func() float64 {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return float64(len(w.spooled))
+	})
 	w.metrics.open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "riposte_incident_open_windows", Help: "Incident windows held in memory."}, func() float64 {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -152,7 +178,7 @@ func NewWriter(c client.Client, log logr.Logger, opts Options) *Writer {
 // Collectors returns the writer's Prometheus collectors for registration.
 func (w *Writer) Collectors() []prometheus.Collector {
 	m := &w.metrics
-	return append([]prometheus.Collector{m.matches, m.folded, m.dropped, m.writes, m.writeErrors, m.open, truncatedCollector}, sequenceCollectors...)
+	return append([]prometheus.Collector{m.matches, m.folded, m.dropped, m.writes, m.writeErrors, m.open, m.spoolLost, m.spooledNow, truncatedCollector}, sequenceCollectors...)
 }
 
 // truncatedCollector exports engine.TruncatedEvents with the writer's
@@ -193,6 +219,7 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 		win.count++
 	}
 	win.last = now
+	win.changedSinceSpool = true
 	if backfill(&win.spec.Subject, &subject) {
 		win.subjectFilled = true
 	}
@@ -373,7 +400,18 @@ func (w *Writer) sweep(now time.Time) {
 
 // Run writes pending changes every flush interval until ctx ends, then
 // writes what is left with a short grace period.
+//
+// With a SpoolDir, the Incidents an earlier run left there are written
+// first; Run fails if the folder cannot be created or read.
 func (w *Writer) Run(ctx context.Context) error {
+	if w.opts.SpoolDir != "" {
+		w.mu.Lock()
+		err := w.loadSpool()
+		w.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
 	t := time.NewTicker(w.opts.Flush)
 	defer t.Stop()
 	for {
@@ -398,13 +436,37 @@ func (w *Writer) Flush(ctx context.Context) {
 	w.mu.Unlock()
 
 	var retry []*window
+	down := false // the API server could not be reached in this flush
 	for i, win := range batch {
+		if down {
+			// Not tried again until the next flush: spooled as it is.
+			w.mu.Lock()
+			if w.spool(win) {
+				retry = append(retry, win)
+			}
+			w.mu.Unlock()
+			continue
+		}
 		if err := w.lim.Wait(ctx); err != nil {
 			retry = append(retry, batch[i:]...)
 			break
 		}
 		if err := w.write(ctx, win); err != nil {
 			w.metrics.writeErrors.Inc()
+			if w.opts.SpoolDir != "" && unreachable(err) {
+				// An outage is no fault of the Incident: it waits on disk,
+				// however long, within the spool's bound.
+				if !down {
+					w.log.Error(err, "API server unreachable: spooling incidents", "dir", w.opts.SpoolDir)
+				}
+				down = true
+				w.mu.Lock()
+				if w.spool(win) {
+					retry = append(retry, win)
+				}
+				w.mu.Unlock()
+				continue
+			}
 			w.mu.Lock()
 			win.failures++
 			giveUp := win.failures >= maxWriteFailures
@@ -422,6 +484,9 @@ func (w *Writer) Flush(ctx context.Context) {
 		}
 		w.mu.Lock()
 		win.failures = 0
+		if !win.queued { // nothing came in while it was written
+			w.unspool(win)
+		}
 		w.mu.Unlock()
 	}
 	w.mu.Lock()
@@ -464,7 +529,9 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 				return fmt.Errorf("get existing incident: %w", err)
 			}
 			w.mu.Lock()
-			win.base = inc.Status.Count
+			if !win.restored { // a spooled count is already the total
+				win.base = inc.Status.Count
+			}
 			if inc.Status.FirstSeen != nil {
 				win.first = inc.Status.FirstSeen.Time
 			}

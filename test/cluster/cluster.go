@@ -77,7 +77,12 @@ type Cluster struct {
 	started     time.Duration
 	phases      []string // "etcd 0.4s", … for StartPhases
 
+	// mu guards the processes: Restart* replaces them while other
+	// goroutines may call PIDs or Stop.
+	mu                                 sync.Mutex
 	etcd, apiserver, controllerManager *proc.Process
+	etcdArgs, apiserverArgs            []string
+	etcdURL                            string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -155,7 +160,8 @@ func start(ctx context.Context, binDir string, opts Options) (c *Cluster, err er
 
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	c.etcd, err = spawn(binDir, dir, "etcd", []string{
+	c.etcdURL = etcdURL
+	c.etcdArgs = []string{
 		"--name=default",
 		"--data-dir=" + filepath.Join(dir, "etcd"),
 		"--listen-client-urls=" + etcdURL,
@@ -166,13 +172,8 @@ func start(ctx context.Context, binDir string, opts Options) (c *Cluster, err er
 		"--initial-cluster=default=" + peerURL,
 		// Throw-away data: fsync only costs time.
 		"--unsafe-no-fsync=true",
-	})
-	if err != nil {
-		return c, err
 	}
-	if err := c.waitFor(ctx, c.etcd, "wait for etcd health", func(ctx context.Context) error {
-		return httpGetOK(ctx, http.DefaultClient, etcdURL+"/health")
-	}); err != nil {
+	if err := c.startEtcd(ctx); err != nil {
 		return c, err
 	}
 	done("etcd")
@@ -227,21 +228,12 @@ func start(ctx context.Context, binDir string, opts Options) (c *Cluster, err er
 			"--audit-webhook-truncate-max-batch-size=8388608",
 		)
 	}
-	args = append(args, opts.APIServerArgs...)
-	if c.apiserver, err = spawn(binDir, dir, "kube-apiserver", args); err != nil {
-		return c, err
-	}
-	admin := c.AdminConfig()
-	httpClient, err := rest.HTTPClientFor(admin)
-	if err != nil {
-		return c, fmt.Errorf("build admin HTTP client: %w", err)
-	}
-	if err := c.waitFor(ctx, c.apiserver, "wait for kube-apiserver /readyz", func(ctx context.Context) error {
-		return httpGetOK(ctx, httpClient, c.host+"/readyz")
-	}); err != nil {
+	c.apiserverArgs = append(args, opts.APIServerArgs...)
+	if err := c.startAPIServer(ctx); err != nil {
 		return c, err
 	}
 	done("kube-apiserver")
+	admin := c.AdminConfig()
 
 	if opts.ControllerManager {
 		if c.controllerManager, err = spawn(binDir, dir, "kube-controller-manager", []string{
@@ -278,6 +270,66 @@ func start(ctx context.Context, binDir string, opts Options) (c *Cluster, err er
 		return c, err
 	}
 	return c, nil
+}
+
+func (c *Cluster) startEtcd(ctx context.Context) error {
+	p, err := spawn(c.binDir, c.dir, "etcd", c.etcdArgs)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.etcd = p
+	c.mu.Unlock()
+	return c.waitFor(ctx, p, "wait for etcd health", func(ctx context.Context) error {
+		return httpGetOK(ctx, http.DefaultClient, c.etcdURL+"/health")
+	})
+}
+
+func (c *Cluster) startAPIServer(ctx context.Context) error {
+	p, err := spawn(c.binDir, c.dir, "kube-apiserver", c.apiserverArgs)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.apiserver = p
+	c.mu.Unlock()
+	httpClient, err := rest.HTTPClientFor(c.AdminConfig())
+	if err != nil {
+		return fmt.Errorf("build admin HTTP client: %w", err)
+	}
+	return c.waitFor(ctx, p, "wait for kube-apiserver /readyz", func(ctx context.Context) error {
+		return httpGetOK(ctx, httpClient, c.host+"/readyz")
+	})
+}
+
+// RestartEtcd kills etcd (no clean shutdown, as a crash), runs down while it
+// is down when down is not nil, and starts it again on the same data and
+// ports; it returns once etcd is healthy. kube-apiserver keeps running and
+// reconnects by itself.
+func (c *Cluster) RestartEtcd(ctx context.Context, down func()) error {
+	c.mu.Lock()
+	p := c.etcd
+	c.mu.Unlock()
+	p.Stop(0)
+	if down != nil {
+		down()
+	}
+	return c.startEtcd(ctx)
+}
+
+// RestartAPIServer stops kube-apiserver (etcd keeps running), runs down
+// while it is down when down is not nil, and starts it again with the same
+// flags and port; it returns once /readyz passes. Clients see connection
+// refused meanwhile, as during an API server outage.
+func (c *Cluster) RestartAPIServer(ctx context.Context, down func()) error {
+	c.mu.Lock()
+	p := c.apiserver
+	c.mu.Unlock()
+	p.Stop(10 * time.Second)
+	if down != nil {
+		down()
+	}
+	return c.startAPIServer(ctx)
 }
 
 // files are the paths writePKI produced.
@@ -421,9 +473,12 @@ func spawn(binDir, dir, name string, args []string) (*proc.Process, error) {
 // It is idempotent and returns the first error of the first call.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
+		c.mu.Lock()
+		procs := []*proc.Process{c.controllerManager, c.apiserver, c.etcd}
+		c.mu.Unlock()
 		// Reverse start order: clients before the servers they talk to, so
 		// nothing logs a storm of connection errors while going down.
-		for _, p := range []*proc.Process{c.controllerManager, c.apiserver, c.etcd} {
+		for _, p := range procs {
 			if p != nil {
 				p.Stop(10 * time.Second)
 			}
@@ -564,6 +619,8 @@ func (c *Cluster) StartPhases() string { return strings.Join(c.phases, ", ") }
 // process groups), for leftover checks.
 func (c *Cluster) PIDs() []int {
 	var pids []int
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, p := range []*proc.Process{c.etcd, c.apiserver, c.controllerManager} {
 		if p != nil {
 			pids = append(pids, p.PID())

@@ -21,6 +21,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -70,9 +71,12 @@ type Stack struct {
 	// EvidenceDir holds the capture bundles.
 	EvidenceDir string
 
-	dir    string
-	cancel context.CancelFunc
-	done   chan error
+	dir       string
+	auditAddr string
+	ctrlCfg   *rest.Config
+	ctrlOpts  controllermgr.Options
+	cancel    context.CancelFunc
+	done      chan error
 }
 
 // Start brings everything up; on error nothing is left running.
@@ -184,40 +188,48 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		resp.EvidenceDir = filepath.Join(dir, "evidence")
 	}
 	s.EvidenceDir = resp.EvidenceDir
+	s.auditAddr, s.ctrlCfg = auditAddr, ctrlCfg
+	s.ctrlOpts = controllermgr.Options{
+		Namespace:         Namespace,
+		CertSecret:        CertSecret,
+		CertHosts:         []string{"127.0.0.1"},
+		WebhookAddr:       s.WebhookAddr,
+		WebhookConfig:     WebhookConfig,
+		AuditAddr:         auditAddr,
+		AuditCertFile:     files[0],
+		AuditKeyFile:      files[1],
+		AuditClientCAFile: files[2],
+		Response:          resp,
+		Log:               opts.Log,
+		// A test binary may start one stack per test.
+		SkipNameValidation: true,
+	}
+	if err = s.startController(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startController runs a controller process (controllermgr.Run) and returns
+// once its audit endpoint answers.
+func (s *Stack) startController() error {
 	run, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan error, 1)
-	go func() {
-		s.done <- controllermgr.Run(run, ctrlCfg, controllermgr.Options{
-			Namespace:         Namespace,
-			CertSecret:        CertSecret,
-			CertHosts:         []string{"127.0.0.1"},
-			WebhookAddr:       s.WebhookAddr,
-			WebhookConfig:     WebhookConfig,
-			AuditAddr:         auditAddr,
-			AuditCertFile:     files[0],
-			AuditKeyFile:      files[1],
-			AuditClientCAFile: files[2],
-			Response:          resp,
-			Log:               opts.Log,
-			// A test binary may start one stack per test.
-			SkipNameValidation: true,
-		})
-	}()
-	// The controller is up when its audit endpoint answers.
+	go func() { s.done <- controllermgr.Run(run, s.ctrlCfg, s.ctrlOpts) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
 		case err := <-s.done:
 			s.done <- err
-			return nil, fmt.Errorf("controller stopped: %v", err)
+			return fmt.Errorf("controller stopped: %v", err)
 		default:
 		}
-		if conn, err := net.DialTimeout("tcp", auditAddr, time.Second); err == nil {
+		if conn, err := net.DialTimeout("tcp", s.auditAddr, time.Second); err == nil {
 			conn.Close()
-			return s, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nil, errors.New("the controller's audit endpoint did not come up within 30 s")
+			return errors.New("the controller's audit endpoint did not come up within 30 s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -271,21 +283,38 @@ func (s *Stack) RegisterWebhook(ctx context.Context) (*admissionregistrationv1.V
 	}
 }
 
+// RestartController stops the controller process, as a crash or a rollout
+// would (its context is cancelled mid-work: a playbook step in flight is
+// left where it was), and starts a new one with the same configuration
+// against the same API server.
+func (s *Stack) RestartController() error {
+	if err := s.stopController(); err != nil {
+		return err
+	}
+	return s.startController()
+}
+
+func (s *Stack) stopController() error {
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			return fmt.Errorf("controller: %w", err)
+		}
+		return nil
+	case <-time.After(15 * time.Second):
+		return errors.New("the controller did not stop within 15 s")
+	}
+}
+
 // Stop stops the controller, then the control plane, and removes the files.
 func (s *Stack) Stop() error {
 	var errs []error
-	if s.cancel != nil {
-		s.cancel()
-		select {
-		case err := <-s.done:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("controller: %w", err))
-			}
-		case <-time.After(15 * time.Second):
-			errs = append(errs, errors.New("the controller did not stop within 15 s"))
-		}
-		s.cancel = nil
-	}
+	errs = append(errs, s.stopController())
 	if s.Cluster != nil {
 		errs = append(errs, s.Cluster.Stop())
 		s.Cluster = nil
