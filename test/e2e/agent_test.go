@@ -250,11 +250,9 @@ func startAgent(ctx context.Context, t *testing.T, n *node.Node, root string) *a
 	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
+	// The manifest's node folders (evidence, the Incident spool) below dir.
 	a := &agentProcess{log: filepath.Join(dir, "agent.log"), done: make(chan struct{}), Evidence: filepath.Join(dir, "evidence")}
-	if err := os.Mkdir(a.Evidence, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := loadDaemonSet(root, a.Evidence)
+	ds, err := loadDaemonSet(root, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

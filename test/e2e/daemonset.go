@@ -24,12 +24,16 @@ import (
 type daemonSetView struct {
 	container corev1.Container
 	volumes   map[string]corev1.Volume
-	// Evidence is the host folder standing in for the evidence volume's
-	// hostPath (the test reads bundles from it).
-	Evidence string
+	// State is the test's folder standing in for the host's
+	// /var/lib/riposte: each volume below it (evidence, the Incident spool)
+	// is the folder of the same name in State.
+	State string
 }
 
-func loadDaemonSet(root, evidence string) (*daemonSetView, error) {
+// stateDir is where the manifest keeps the agent's node state.
+const stateDir = "/var/lib/riposte/"
+
+func loadDaemonSet(root, state string) (*daemonSetView, error) {
 	b, err := os.ReadFile(filepath.Join(root, "config/agent/daemonset.yaml"))
 	if err != nil {
 		return nil, err
@@ -42,17 +46,23 @@ func loadDaemonSet(root, evidence string) (*daemonSetView, error) {
 	if len(spec.Containers) != 1 || !spec.HostPID {
 		return nil, fmt.Errorf("config/agent/daemonset.yaml: want one container with hostPID")
 	}
-	v := &daemonSetView{container: spec.Containers[0], volumes: map[string]corev1.Volume{}, Evidence: evidence}
+	v := &daemonSetView{container: spec.Containers[0], volumes: map[string]corev1.Volume{}, State: state}
 	for _, vol := range spec.Volumes {
 		v.volumes[vol.Name] = vol
+		if hp := vol.HostPath; hp != nil && strings.HasPrefix(hp.Path, stateDir) {
+			if err := os.MkdirAll(filepath.Join(state, strings.TrimPrefix(hp.Path, stateDir)), 0o700); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return v, nil
 }
 
 // script is the shell run by `unshare --mount --propagation private` before
-// it execs the agent: each volume's host path (the evidence volume's
-// replaced by v.Evidence; bpffs a private instance, so the test's pins go
-// with it) bound at its mount path, then the root made read-only.
+// it execs the agent: each volume's host path (those below
+// /var/lib/riposte replaced by v.State's; bpffs a private instance, so the
+// test's pins go with it) bound at its mount path, then the root made
+// read-only.
 func (v *daemonSetView) script(exec []string) (string, error) {
 	var b strings.Builder
 	b.WriteString("set -eu\n")
@@ -63,13 +73,13 @@ func (v *daemonSetView) script(exec []string) (string, error) {
 		}
 		src := vol.HostPath.Path
 		switch {
-		case m.Name == "evidence":
-			src = v.Evidence
+		case strings.HasPrefix(src, stateDir):
+			src = filepath.Join(v.State, strings.TrimPrefix(src, stateDir))
 		case m.MountPath == "/sys/fs/bpf":
 			fmt.Fprintf(&b, "mount -t bpf bpf %s\n", shq(m.MountPath))
 			continue
 		}
-		// A mount path the host lacks (the evidence folder) gets a tmpfs on
+		// A mount path the host lacks (the node state folders) gets a tmpfs on
 		// its nearest existing parent, as the container image would have it.
 		target := m.MountPath
 		if _, err := os.Stat(target); err != nil {
