@@ -82,14 +82,14 @@ func TestFromAuditReadsBothExecFormsAndRefusesTheRest(t *testing.T) {
 		t.Errorf("impersonation: user %q by %q groups %v, want carol by alice [ops]", e.User, e.ImpersonatedBy, e.Groups)
 	}
 	refused := []func(a *engine.Audit){
-		func(a *engine.Audit) { a.ResponseStatus.Code = 403 },                   // forbidden: opened nothing
-		func(a *engine.Audit) { a.ResponseStatus.Code = 0 },                     // no answer recorded
-		func(a *engine.Audit) { a.Stage = "RequestReceived" },                   // not yet decided
-		func(a *engine.Audit) { a.ObjectRef.Subresource = "portforward" },       // not a session in a container
-		func(a *engine.Audit) { a.ObjectRef.Resource = "nodes" },                // nodes/proxy
-		func(a *engine.Audit) { a.ObjectRef.APIGroup = "evil.example" },         // an aggregated API's "pods"
-		func(a *engine.Audit) { a.Verb = "list" },                               // not an exec
-		func(a *engine.Audit) { a.AuditID = "" },                                // cannot be told apart
+		func(a *engine.Audit) { a.ResponseStatus.Code = 403 },                      // forbidden: opened nothing
+		func(a *engine.Audit) { a.ResponseStatus.Code = 0 },                        // no answer recorded
+		func(a *engine.Audit) { a.Stage = "RequestReceived" },                      // not yet decided
+		func(a *engine.Audit) { a.ObjectRef.Subresource = "portforward" },          // not a session in a container
+		func(a *engine.Audit) { a.ObjectRef.Resource = "nodes" },                   // nodes/proxy
+		func(a *engine.Audit) { a.ObjectRef.APIGroup = "evil.example" },            // an aggregated API's "pods"
+		func(a *engine.Audit) { a.Verb = "list" },                                  // not an exec
+		func(a *engine.Audit) { a.AuditID = "" },                                   // cannot be told apart
 		func(a *engine.Audit) { a.ObjectRef.Name, a.ObjectRef.Namespace = "", "" }, // no pod
 	}
 	for i, f := range refused {
