@@ -95,6 +95,27 @@ type Subject struct {
 	OriginCommand []string `json:"originCommand,omitempty"`
 }
 
+// TimelineEntry is one event of a container's flight recorder.
+type TimelineEntry struct {
+	Time metav1.Time `json:"time"`
+	// Kind is the event kind: exec, open, connect, ...
+	Kind string `json:"kind"`
+	PID  int64  `json:"pid,omitempty"`
+	PPID int64  `json:"ppid,omitempty"`
+	// +optional
+	Binary string `json:"binary,omitempty"`
+	// +optional
+	Args []string `json:"args,omitempty"`
+	// +optional
+	Origin string `json:"origin,omitempty"`
+	// Path of an open.
+	// +optional
+	Path string `json:"path,omitempty"`
+	// Peer of a connection, ip:port.
+	// +optional
+	Peer string `json:"peer,omitempty"`
+}
+
 // Session origins (Session.Origin).
 const (
 	SessionEntrypoint = "entrypoint"
@@ -222,6 +243,10 @@ type IncidentStatus struct {
 	// Evidence lists captured bundles.
 	// +optional
 	Evidence []Evidence `json:"evidence,omitempty"`
+	// Timeline is what the subject's container did before the first match,
+	// oldest first, as the agent's flight recorder kept it (bounded).
+	// +optional
+	Timeline []TimelineEntry `json:"timeline,omitempty"`
 	// Session is who is behind the subject's process (container Incidents
 	// of an agent).
 	// +optional

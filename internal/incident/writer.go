@@ -66,6 +66,9 @@ type Options struct {
 	// Signer, in the controller, signs each Incident so the controller
 	// later knows it wrote it (package trust).
 	Signer *trust.Signer
+	// Timeline, in the agent, is the subject container's flight recorder
+	// up to an event: written into a new Incident's status.timeline.
+	Timeline func(ev *engine.Event) []v1alpha1.TimelineEntry
 }
 
 // Writer folds matches into Incidents and writes them. Record is safe for
@@ -104,6 +107,8 @@ type window struct {
 	// changes are the object changes folded in (changeKey), so the same
 	// change seen by the live watch and in the audit log counts once.
 	changes map[string]bool
+	// timeline is the container's flight recorder at the first match.
+	timeline []v1alpha1.TimelineEntry
 }
 
 type metrics struct {
@@ -185,6 +190,9 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 			}
 		}
 		win = w.newWindow(key, m, ev, subject, now)
+		if w.opts.Timeline != nil {
+			win.timeline = w.opts.Timeline(ev)
+		}
 		// A replaced window may still have unwritten changes: it stays
 		// queued (it is referenced by dirty) and is written before it goes.
 		w.open[key] = win
@@ -480,6 +488,9 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		"firstSeen":    metav1.NewTime(win.first),
 		"lastSeen":     metav1.NewTime(win.last),
 		"sampleEvents": append([]runtime.RawExtension(nil), win.samples...),
+	}
+	if len(win.timeline) > 0 {
+		st["timeline"] = win.timeline
 	}
 	w.mu.Unlock()
 	return w.mergePatch(ctx, win, "status", map[string]any{"status": st})

@@ -49,7 +49,10 @@ func TestTheIncidentNamesTheUserBehindAnExecAndNobodyForTheEntrypoint(t *testing
 	entry, err := n.RunPod(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "entry", Namespace: "shop"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app",
-			Command: []string{"/bin/sh", "-c", "sleep 2; /bin/sh -c 'echo entrypoint-shell; sleep 600'"}}}},
+			// argv[0] busybox: the outer shell is not one the rule counts;
+			// cat runs before the shell that fires, so it is in the
+			// flight recorder's timeline before the alert.
+			Command: []string{"/bin/busybox", "sh", "-c", "sleep 3; cat /etc/hostname; /bin/sh -c 'echo entrypoint-shell; sleep 600'"}}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -88,8 +91,10 @@ func TestTheIncidentNamesTheUserBehindAnExecAndNobodyForTheEntrypoint(t *testing
 			if in.Spec.Rule != "shell-in-container" {
 				continue
 			}
-			have = append(have, fmt.Sprintf("%s origin %q session %+v", in.Spec.Subject.Pod, in.Spec.Subject.Origin, in.Status.Session))
-			if in.Status.Session != nil {
+			have = append(have, fmt.Sprintf("%s origin %q count %d session %+v", in.Spec.Subject.Pod, in.Spec.Subject.Origin, in.Status.Count, in.Status.Session))
+			// Both halves written: the agent's (count, samples, timeline)
+			// and the controller's (session).
+			if in.Status.Session != nil && in.Status.Count > 0 {
 				byPod[in.Spec.Subject.Pod] = in
 			}
 		}
@@ -116,6 +121,21 @@ func TestTheIncidentNamesTheUserBehindAnExecAndNobodyForTheEntrypoint(t *testing
 	t.Logf("%s: %s; session %+v", entry.Name, in.Spec.Output, *s)
 	if in.Spec.Subject.Origin != v1alpha1.SessionEntrypoint || s.Origin != v1alpha1.SessionEntrypoint || s.User != "" || s.AuditID != "" {
 		t.Errorf("entrypoint shell: subject origin %q, session %+v, want entrypoint naming nobody", in.Spec.Subject.Origin, *s)
+	}
+	// The flight recorder: what the container did before the alert.
+	t.Logf("entry Incident: count %d, %d sample events, %d timeline entries", in.Status.Count, len(in.Status.SampleEvents), len(in.Status.Timeline))
+	var catAt, shellAt time.Time
+	for _, e := range in.Status.Timeline {
+		t.Logf("timeline: %s %s pid %d %s %q %s", e.Time.UTC().Format(time.RFC3339Nano), e.Kind, e.PID, e.Binary, e.Args, e.Origin)
+		if e.Kind == "exec" && reflect.DeepEqual(e.Args, []string{"cat", "/etc/hostname"}) {
+			catAt = e.Time.Time
+		}
+		if e.Kind == "exec" && len(e.Args) > 0 && e.Args[0] == "/bin/sh" {
+			shellAt = e.Time.Time
+		}
+	}
+	if catAt.IsZero() || shellAt.IsZero() || catAt.After(shellAt) {
+		t.Errorf("entrypoint Incident's timeline lacks the cat before the shell (cat at %s, shell at %s)", catAt, shellAt)
 	}
 }
 
