@@ -97,7 +97,7 @@ type Subject struct {
 
 // TimelineEntry is one event of a container's flight recorder.
 type TimelineEntry struct {
-	Time metav1.Time `json:"time"`
+	Time metav1.MicroTime `json:"time"`
 	// Kind is the event kind: exec, open, connect, ...
 	Kind string `json:"kind"`
 	PID  int64  `json:"pid,omitempty"`

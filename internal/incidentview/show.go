@@ -94,7 +94,20 @@ func Show(w io.Writer, inc *v1alpha1.Incident) {
 		}
 		p("  %s%d %s  <- matched (uid %d)", strings.Repeat("  ", depth), pr.PID, q(cmd(pr.Binary, pr.Args)), pr.UID)
 	}
-	p("Timeline (matched events, %d of %d)", len(evs), inc.Status.Count)
+	if tl := inc.Status.Timeline; len(tl) > 0 {
+		p("Timeline (the container before the first match, %d events)", len(tl))
+		for _, e := range tl {
+			what := q(cmd(e.Binary, e.Args))
+			switch {
+			case e.Path != "":
+				what = q(e.Path)
+			case e.Peer != "":
+				what = q(e.Peer)
+			}
+			p("  %s %-7s pid %d (parent %d) %s", e.Time.UTC().Format("15:04:05.000000"), q(e.Kind), e.PID, e.PPID, what)
+		}
+	}
+	p("Matched events (%d of %d)", len(evs), inc.Status.Count)
 	for i := range evs {
 		p("  %s", line(&evs[i]))
 	}

@@ -30,6 +30,7 @@ func TestShowPrintsWhoTheTreeAndTheTimelineAndQuotesCraftedValues(t *testing.T) 
 		Spec: v1alpha1.IncidentSpec{Rule: "shell-in-container", RuleKind: "ClusterDetectionRule", Severity: "high",
 			Subject: v1alpha1.Subject{Namespace: "shop", Pod: "web-1", Container: "app", ContainerID: "abcdef0123456789", Origin: "exec", OriginPID: 200}},
 		Status: v1alpha1.IncidentStatus{Count: 1, SampleEvents: []runtime.RawExtension{{Raw: raw}},
+			Timeline: []v1alpha1.TimelineEntry{{Time: metav1.NewMicroTime(t0), Kind: "exec", PID: 150, PPID: 100, Binary: "/bin/busybox", Args: []string{"wget", "http://x"}}},
 			Session: &v1alpha1.Session{Origin: "exec", User: "alice", Groups: []string{"devs"}, Verb: "create", Subresource: "exec",
 				Command: []string{"sh"}, Container: "app", AuditID: "a-1", RequestReceived: &rt}},
 	}
@@ -44,7 +45,9 @@ func TestShowPrintsWhoTheTreeAndTheTimelineAndQuotesCraftedValues(t *testing.T) 
 		"  100 /usr/bin/containerd-shim-runc-v2",
 		"    200 /bin/busybox [sh]",
 		"      300 ",
-		"Timeline (matched events, 1 of 1)",
+		"Matched events (1 of 1)",
+		"Timeline (the container before the first match, 1 events)",
+		"05:00:00.000000 exec    pid 150 (parent 100) /bin/busybox [wget http://x]",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q", want)

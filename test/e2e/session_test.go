@@ -134,7 +134,7 @@ func TestTheIncidentNamesTheUserBehindAnExecAndNobodyForTheEntrypoint(t *testing
 			shellAt = e.Time.Time
 		}
 	}
-	if catAt.IsZero() || shellAt.IsZero() || catAt.After(shellAt) {
+	if catAt.IsZero() || shellAt.IsZero() || !catAt.Before(shellAt) {
 		t.Errorf("entrypoint Incident's timeline lacks the cat before the shell (cat at %s, shell at %s)", catAt, shellAt)
 	}
 }

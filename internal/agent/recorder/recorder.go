@@ -146,7 +146,7 @@ func (r *Recorder) Containers() int {
 
 func entryOf(ev *engine.Event) v1alpha1.TimelineEntry {
 	p := &ev.Process
-	e := v1alpha1.TimelineEntry{Time: metav1.NewTime(ev.Time), Kind: string(ev.Kind), PID: p.PID, PPID: p.PPID, Binary: cut(p.Binary), Origin: p.Origin}
+	e := v1alpha1.TimelineEntry{Time: metav1.NewMicroTime(ev.Time), Kind: string(ev.Kind), PID: p.PID, PPID: p.PPID, Binary: cut(p.Binary), Origin: p.Origin}
 	if ev.Kind == engine.KindExec {
 		args := p.Args
 		if len(args) > maxArgs {
