@@ -513,7 +513,20 @@ type Proc struct {
 	ExecTime uint64
 	PPID     int64
 	Binary   string
+	// Origin is how the process's tree entered its pid namespace (Origin*
+	// constants); Root is the tgid of the process that crossed into it and
+	// RootTime the kernel clock (boot time) of that fork.
+	Origin   uint8
+	Root     uint32
+	RootTime uint64
 }
+
+// Origins recorded by the kernel (ORIGIN_* in c/common.h).
+const (
+	OriginUnknown    uint8 = 0 // a host process, or one that predates the sensors
+	OriginEntrypoint uint8 = 1 // below the pid namespace's init
+	OriginExec       uint8 = 2 // below a process that joined the namespace (runc exec)
+)
 
 // Proc returns the kernel's record of a process; ok is false when the
 // kernel has not seen it exec (or fork from a process that did) since load.
@@ -527,7 +540,7 @@ func (s *Sensors) Proc(pid uint32) (Proc, bool) {
 	for i := range n {
 		b[i] = byte(v.Bin[i])
 	}
-	return Proc{ExecTime: v.Ktime, PPID: int64(v.Ppid), Binary: string(b)}, true
+	return Proc{ExecTime: v.Ktime, PPID: int64(v.Ppid), Binary: string(b), Origin: v.Origin, Root: v.Root, RootTime: v.RootKtime}, true
 }
 
 // BootTime is the wall-clock time of boot: record times are relative to it.

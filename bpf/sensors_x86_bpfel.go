@@ -75,12 +75,16 @@ type sensorsPortKey struct {
 }
 
 type sensorsProcV struct {
-	_      structs.HostLayout
-	Ktime  uint64
-	Ppid   uint32
-	BinLen uint16
-	Pad    uint16
-	Bin    [256]int8
+	_         structs.HostLayout
+	Ktime     uint64
+	Ppid      uint32
+	BinLen    uint16
+	Origin    uint8
+	Pad       uint8
+	Root      uint32
+	Pad2      uint32
+	RootKtime uint64
+	Bin       [256]int8
 }
 
 type sensorsScratchU struct {

@@ -150,11 +150,29 @@ type Process struct {
 	MntNS     uint64    `json:"mntns,omitempty"`
 	PidNS     uint64    `json:"pidns,omitempty"`
 	Exe       Exe       `json:"exe,omitzero"`
+	// Origin is how the process's tree entered its container, as the kernel
+	// saw it (the agent sets it; nothing in the container can choose it):
+	// OriginEntrypoint below the container's init (pid 1 of its pid
+	// namespace), OriginExec below a process the runtime exec'd into the
+	// container (kubectl exec, an exec probe, the kubelet API), empty when
+	// unknown (a host process, or one older than the agent).
+	Origin string `json:"origin,omitempty"`
+	// OriginPID is the process that entered the container (the exec'd
+	// command, or the container's init) and OriginTime when it did: what the
+	// controller joins with the API server's exec audit events.
+	OriginPID  int64     `json:"originPid,omitempty"`
+	OriginTime time.Time `json:"originTime,omitzero"`
 	// Parent is the parent process; zero when unknown.
 	Parent Ancestor `json:"parent,omitzero"`
 	// Ancestors are the parent, its parent and so on, nearest first, bounded.
 	Ancestors []Ancestor `json:"ancestors,omitempty"`
 }
+
+// Process origins (Process.Origin).
+const (
+	OriginEntrypoint = "entrypoint"
+	OriginExec       = "exec"
+)
 
 // Exe describes the executable file of a process: the basis of drift detection.
 type Exe struct {

@@ -358,6 +358,11 @@ func TestCaptureWritesBundleWithMatchingHashesAndRedactsEnv(t *testing.T) {
 	store := &evidence.Dir{Root: root, Node: "node-a"}
 	for _, keep := range []bool{false, true} {
 		inc := incident(t, ns, subjectOf(p), playbook(t, steps(v1alpha1.Step{Action: v1alpha1.ActionCapture, Capture: &v1alpha1.CaptureParams{IncludeSecrets: keep}})))
+		// The agent's flight recorder, as it writes it into status.
+		inc.Status.Timeline = []v1alpha1.TimelineEntry{{Time: metav1.NowMicro(), Kind: "exec", PID: 7, Binary: "/bin/busybox", Args: []string{"cat", "/etc/hostname"}}}
+		if err := kc.Status().Update(ctxT(t), inc); err != nil {
+			t.Fatalf("write the timeline: %v", err)
+		}
 		inc, _ = run(t, runner(responders.Defaults(responders.Deps{Client: kc, Logs: responders.ClientsetLogs{Clientset: cs}, Store: store})), inc)
 		wantPhase(t, inc, "capture", v1alpha1.StepSucceeded, "manifest sha256")
 		if len(inc.Status.Evidence) != 1 {
@@ -373,7 +378,7 @@ func TestCaptureWritesBundleWithMatchingHashesAndRedactsEnv(t *testing.T) {
 		for _, f := range m.Files {
 			names[f.Name] = true
 		}
-		for _, want := range []string{"incident.json", "pod.yaml", "owners.yaml", "kube-events.yaml", "logs/app.log"} {
+		for _, want := range []string{"incident.json", "events/timeline.json", "pod.yaml", "owners.yaml", "kube-events.yaml", "logs/app.log"} {
 			if !names[want] {
 				t.Fatalf("bundle lacks %s: %v", want, names)
 			}

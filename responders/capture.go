@@ -103,6 +103,11 @@ func (a *Capture) Do(ctx context.Context, req *Request) (Result, error) {
 		ev, _ := json.MarshalIndent(req.Incident.Status.SampleEvents, "", "  ")
 		add("events/matched.json", ev)
 	}
+	// The flight recorder: what the container did before the first match.
+	if len(req.Incident.Status.Timeline) > 0 {
+		tl, _ := json.MarshalIndent(req.Incident.Status.Timeline, "", "  ")
+		add("events/timeline.json", tl)
+	}
 
 	if s.Pod != "" {
 		p, err := pod(ctx, a.Reader, s)

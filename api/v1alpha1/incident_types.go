@@ -78,6 +78,99 @@ type Subject struct {
 	// SourceIPs of an audit event.
 	// +optional
 	SourceIPs []string `json:"sourceIPs,omitempty"`
+	// Origin is how the process's tree entered its container, as the
+	// node's kernel saw it (process.origin): entrypoint, exec, or empty
+	// when unknown.
+	// +optional
+	Origin string `json:"origin,omitempty"`
+	// OriginPID is the process that entered the container and OriginTime
+	// when it did: the exec'd command for origin exec.
+	// +optional
+	OriginPID int64 `json:"originPID,omitempty"`
+	// +optional
+	OriginTime *metav1.Time `json:"originTime,omitempty"`
+	// OriginCommand is the argument list the process that entered the
+	// container ran, when the agent knew it (bounded).
+	// +optional
+	OriginCommand []string `json:"originCommand,omitempty"`
+}
+
+// TimelineEntry is one event of a container's flight recorder.
+type TimelineEntry struct {
+	Time metav1.MicroTime `json:"time"`
+	// Kind is the event kind: exec, open, connect, ...
+	Kind string `json:"kind"`
+	PID  int64  `json:"pid,omitempty"`
+	PPID int64  `json:"ppid,omitempty"`
+	// +optional
+	Binary string `json:"binary,omitempty"`
+	// +optional
+	Args []string `json:"args,omitempty"`
+	// +optional
+	Origin string `json:"origin,omitempty"`
+	// Path of an open.
+	// +optional
+	Path string `json:"path,omitempty"`
+	// Peer of a connection, ip:port.
+	// +optional
+	Peer string `json:"peer,omitempty"`
+}
+
+// Session origins (Session.Origin).
+const (
+	SessionEntrypoint = "entrypoint"
+	SessionExec       = "exec"
+	SessionUnknown    = "unknown"
+)
+
+// Session says who is behind the process an Incident is about: for a
+// process below a runtime exec, the API server's exec request that started
+// it (from the authenticated audit webhook), or why there is none. The
+// controller writes it; nothing a container does can set it.
+type Session struct {
+	// Origin is entrypoint, exec or unknown (Subject.Origin).
+	Origin string `json:"origin"`
+	// User is the user the API server authenticated for the exec (the
+	// impersonated user when there was one; ImpersonatedBy is then who
+	// impersonated). Empty when no API server exec is behind the process.
+	// +optional
+	User string `json:"user,omitempty"`
+	// +optional
+	UID string `json:"uid,omitempty"`
+	// +optional
+	Groups []string `json:"groups,omitempty"`
+	// +optional
+	ImpersonatedBy string `json:"impersonatedBy,omitempty"`
+	// SourceIPs as the audit event lists them; only the last entry is the
+	// connection's address, the others come from X-Forwarded-For.
+	// +optional
+	SourceIPs []string `json:"sourceIPs,omitempty"`
+	// +optional
+	UserAgent string `json:"userAgent,omitempty"`
+	// +optional
+	AuditID string `json:"auditID,omitempty"`
+	// Verb and Subresource of the request: create or get (the WebSocket
+	// form) of exec or attach.
+	// +optional
+	Verb string `json:"verb,omitempty"`
+	// +optional
+	Subresource string `json:"subresource,omitempty"`
+	// Command is the request's command query parameters.
+	// +optional
+	Command []string `json:"command,omitempty"`
+	// Container is the request's container query parameter.
+	// +optional
+	Container string `json:"container,omitempty"`
+	// RequestReceived is when the API server received the request.
+	// +optional
+	RequestReceived *metav1.Time `json:"requestReceived,omitempty"`
+	// Candidates is how many API server execs matched the process; more
+	// than one from different users names nobody.
+	// +optional
+	Candidates int32 `json:"candidates,omitempty"`
+	// Message explains a session without a user.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // StepPhase is where a response step stands.
@@ -150,6 +243,14 @@ type IncidentStatus struct {
 	// Evidence lists captured bundles.
 	// +optional
 	Evidence []Evidence `json:"evidence,omitempty"`
+	// Timeline is what the subject's container did before the first match,
+	// oldest first, as the agent's flight recorder kept it (bounded).
+	// +optional
+	Timeline []TimelineEntry `json:"timeline,omitempty"`
+	// Session is who is behind the subject's process (container Incidents
+	// of an agent).
+	// +optional
+	Session *Session `json:"session,omitempty"`
 	// Phase summarises the response: Open, Refused, Responding, Responded,
 	// Failed or Reverted.
 	// +optional
@@ -173,6 +274,7 @@ type IncidentStatus struct {
 // +kubebuilder:printcolumn:name="Rule",type=string,JSONPath=`.spec.rule`
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.subject.pod`
 // +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.subject.user`
+// +kubebuilder:printcolumn:name="Session",type=string,JSONPath=`.status.session.user`
 // +kubebuilder:printcolumn:name="Count",type=integer,JSONPath=`.status.count`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Last Seen",type=date,JSONPath=`.status.lastSeen`

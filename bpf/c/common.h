@@ -247,11 +247,25 @@ struct {
 // submitted or not, and is copied to children at fork. The user-space
 // process table uses it to notice entries gone stale and to name processes
 // that exited before it could read /proc: the prefilter drops most execs.
+//
+// origin says how the process's tree entered its pid namespace, decided at
+// the fork that crossed into it and inherited by every descendant whatever
+// they do later (a nested unshare does not reset it): ORIGIN_ENTRYPOINT when
+// that child was the namespace's pid 1 (a runtime starting a container),
+// ORIGIN_EXEC when it joined a namespace that already had one (runc exec,
+// hence kubectl exec, probes, the kubelet API). root is that child's tgid
+// and root_ktime the time of that fork.
+#define ORIGIN_ENTRYPOINT 1
+#define ORIGIN_EXEC 2
 struct proc_v {
 	u64 ktime;
 	u32 ppid;
 	u16 bin_len;
-	u16 pad;
+	u8 origin;
+	u8 pad;
+	u32 root;
+	u32 pad2;
+	u64 root_ktime;
 	char bin[PATH_MAX_B];
 };
 struct {
@@ -288,6 +302,13 @@ static __always_inline u32 task_pidns(struct task_struct *t)
 {
 	unsigned int level = BPF_CORE_READ(t, thread_pid, level);
 	return BPF_CORE_READ(t, thread_pid, numbers[level].ns, ns.inum);
+}
+
+// task_vnr is the task's pid as its own pid namespace numbers it.
+static __always_inline u32 task_vnr(struct task_struct *t)
+{
+	unsigned int level = BPF_CORE_READ(t, thread_pid, level);
+	return BPF_CORE_READ(t, thread_pid, numbers[level].nr);
 }
 
 static __always_inline void fill_hdr(struct hdr *h, u8 kind, struct task_struct *t)

@@ -91,7 +91,12 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
 	long blen = resolve(t, &f->f_path, r->data, &complete);
 	bool bin_ok, name_ok;
 	exec_keys(k, r->data, blen, &bin_ok, &name_ok);
-	// Remember the image for the process table, whatever the filter says.
+	// Remember the image for the process table, whatever the filter says;
+	// the origin stays what the fork decided (an exec does not change it).
+	struct proc_v *old = bpf_map_lookup_elem(&procs, &tgid);
+	k->pv.origin = old ? old->origin : 0;
+	k->pv.root = old ? old->root : 0;
+	k->pv.root_ktime = old ? old->root_ktime : 0;
 	k->pv.ktime = bpf_ktime_get_boot_ns();
 	k->pv.ppid = t->real_parent->tgid;
 	k->pv.bin_len = blen;
@@ -160,10 +165,32 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	u32 ptgid = parent->tgid, ctgid = child->tgid;
 	struct proc_v *pv = bpf_map_lookup_elem(&procs, &ptgid);
 	struct keys *k = get_keys();
-	if (pv && k) {
-		bpf_probe_read_kernel(&k->pv, sizeof(k->pv), pv);
-		k->pv.ppid = ptgid;
-		bpf_map_update_elem(&procs, &ctgid, &k->pv, BPF_ANY);
+	if (k) {
+		// A child that lands in another pid namespace than its parent's
+		// starts a tree (origin in common.h), unless its parent already
+		// belongs to one: an origin is inherited, never chosen.
+		u8 origin = pv ? pv->origin : 0;
+		u32 root = pv ? pv->root : 0;
+		u64 root_ktime = pv ? pv->root_ktime : 0;
+		if (!origin && task_pidns(child) != task_pidns(parent)) {
+			origin = task_vnr(child) == 1 ? ORIGIN_ENTRYPOINT : ORIGIN_EXEC;
+			root = ctgid;
+			root_ktime = bpf_ktime_get_boot_ns();
+		}
+		if (pv) {
+			bpf_probe_read_kernel(&k->pv, sizeof(k->pv), pv);
+		} else if (origin) {
+			k->pv.ktime = 0;
+			k->pv.bin_len = 0;
+			k->pv.bin[0] = 0;
+		}
+		if (pv || origin) {
+			k->pv.ppid = ptgid;
+			k->pv.origin = origin;
+			k->pv.root = root;
+			k->pv.root_ktime = root_ktime;
+			bpf_map_update_elem(&procs, &ctgid, &k->pv, BPF_ANY);
+		}
 	}
 	u32 gen;
 	struct filter_cfg *cfg = cfg_get(&gen);

@@ -77,9 +77,21 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.sensors = s
 	a.Enforcement.Announce(cfg.Log, cfg.Registry)
+	boot := bpf.BootTime()
 	a.table = proctable.New(proctable.Options{Kernel: func(pid uint32) (proctable.KernelProc, bool) {
 		p, ok := s.Proc(pid)
-		return proctable.KernelProc{ExecTime: p.ExecTime, PPID: p.PPID, Binary: p.Binary}, ok
+		k := proctable.KernelProc{ExecTime: p.ExecTime, PPID: p.PPID, Binary: p.Binary}
+		switch p.Origin {
+		case bpf.OriginEntrypoint:
+			k.Origin = engine.OriginEntrypoint
+		case bpf.OriginExec:
+			k.Origin = engine.OriginExec
+		}
+		if k.Origin != "" {
+			k.OriginPID = int64(p.Root)
+			k.OriginTime = boot.Add(time.Duration(p.RootTime))
+		}
+		return k, ok
 	}})
 	if err := a.table.Seed(); err != nil {
 		s.Close()

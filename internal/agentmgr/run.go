@@ -37,6 +37,7 @@ import (
 	"github.com/riposte-dev/riposte/evidence"
 	"github.com/riposte-dev/riposte/host"
 	"github.com/riposte-dev/riposte/internal/agent"
+	"github.com/riposte-dev/riposte/internal/agent/recorder"
 	"github.com/riposte-dev/riposte/internal/incident"
 	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/rollout"
@@ -72,6 +73,8 @@ type Options struct {
 	HostPID int
 	// Incident tunes the incident writer.
 	Incident incident.Options
+	// Recorder bounds the per-container flight recorder.
+	Recorder recorder.Options
 	// LeaseRenew and LeaseMinInterval tune the rollout Lease (defaults in
 	// package rollout).
 	LeaseRenew, LeaseMinInterval time.Duration
@@ -146,6 +149,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 
 	iopts := o.Incident
 	iopts.Namespace, iopts.Origin = o.Namespace, v1alpha1.OriginAgent
+	// The flight recorder: each Incident carries what its container did
+	// before the first match (docs/agent.md).
+	a.recorder = recorder.New(o.Recorder)
+	ctrlmetrics.Registry.MustRegister(a.recorder.Collectors()...)
+	iopts.Timeline = func(ev *engine.Event) []v1alpha1.TimelineEntry {
+		return a.recorder.Timeline(ev.Container.ID, ev.Time)
+	}
 	a.writer = incident.NewWriter(mgr.GetClient(), log.WithName("incident"), iopts)
 	if err := mgr.Add(manager.RunnableFunc(a.writer.Run)); err != nil {
 		return err
@@ -209,6 +219,7 @@ type agentState struct {
 	reader    client.Reader
 	store     *enrich.Store
 	writer    *incident.Writer
+	recorder  *recorder.Recorder
 	reporter  *rollout.Reporter
 	protected []string
 	isolated  *labelled
@@ -231,6 +242,7 @@ func (a *agentState) startKernel(mgr manager.Manager) error {
 	k, err := agent.New(agent.Config{
 		Node: o.Node, Log: slog.New(logr.ToSlogHandler(a.log.WithName("sensors"))), Registry: ctrlmetrics.Registry,
 		Enrich: a.enrich, OnMatch: a.onMatch, OnEnforce: a.onEnforce, Sensors: sensors,
+		OnEvent: a.recorder.Add,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot attach the eBPF sensors: %w", err)

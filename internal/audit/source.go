@@ -78,6 +78,9 @@ type Options struct {
 	// copies of a batch the API server sends again (default
 	// DefaultDedupWindow).
 	DedupWindow int
+	// Observe, when set, sees every processed event before it is matched,
+	// in the worker (package session keeps the exec requests).
+	Observe func(ev *engine.Event)
 }
 
 // Source is the audit webhook endpoint and its workers.
@@ -381,6 +384,9 @@ func (s *Source) work(ctx context.Context) {
 			ev := &batch[i]
 			if r := s.opts.SourcePods; r != nil {
 				Attribute(&ev.Audit, ev.Time, r)
+			}
+			if s.opts.Observe != nil {
+				s.opts.Observe(ev)
 			}
 			matches = m.Match(ev, matches[:0])
 			for _, mt := range matches {

@@ -50,6 +50,7 @@ import (
 	"github.com/riposte-dev/riposte/internal/kube"
 	"github.com/riposte-dev/riposte/internal/objects"
 	"github.com/riposte-dev/riposte/internal/rollout"
+	"github.com/riposte-dev/riposte/internal/session"
 	"github.com/riposte-dev/riposte/internal/trust"
 	rwebhook "github.com/riposte-dev/riposte/internal/webhook"
 	"github.com/riposte-dev/riposte/responders"
@@ -87,6 +88,11 @@ type Options struct {
 	// AuditClientCAFile lists the CAs whose client certificates authenticate.
 	AuditClientCAFile string
 	Audit             audit.Options
+	// Session bounds the exec requests kept to name who is behind an
+	// exec'd process; SessionWait is how long an exec Incident waits for
+	// its request (controller.DefaultSessionWait when zero).
+	Session     session.Options
+	SessionWait time.Duration
 
 	// DisableSourcePods turns off resolving audit source IPs to pods (it
 	// watches every pod and Service with the enrichment store).
@@ -317,6 +323,23 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 			auditOpts.SourcePods = store
 		}
 		auditOpts.Sequences = seqs
+		// Who is behind an exec'd process: the audit source keeps the
+		// exec requests, the leader's reconciler joins them with agents'
+		// Incidents (docs/agent.md, "Who is behind the shell").
+		sr := &controller.SessionReconciler{Client: mgr.GetClient(), Wait: opts.SessionWait}
+		sessions := session.NewStore(opts.Session, sr.Waker())
+		sr.Store = sessions
+		registerMetrics(sessions.Collectors()...)
+		if err := sr.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up session reconciler: %w", err)
+		}
+		observe := auditOpts.Observe
+		auditOpts.Observe = func(ev *engine.Event) {
+			sessions.Observe(ev)
+			if observe != nil {
+				observe(ev)
+			}
+		}
 		src := audit.New(registry, writer, log.WithName("audit"), auditOpts)
 		registerMetrics(src.Collectors()...)
 		tlsCfg := &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}

@@ -39,6 +39,8 @@ type spoolRecord struct {
 	Last      time.Time              `json:"last"`
 	Until     time.Time              `json:"until"`
 	Samples   []runtime.RawExtension `json:"samples,omitempty"`
+	// Timeline is the container's flight recorder at the first match.
+	Timeline []v1alpha1.TimelineEntry `json:"timeline,omitempty"`
 }
 
 // unreachable reports whether a write failed because the API server (or
@@ -75,7 +77,7 @@ func (w *Writer) spool(win *window) bool {
 		return false
 	}
 	rec := spoolRecord{Key: win.key, Name: win.name, Namespace: win.ns, Spec: win.spec, Count: win.base + win.count,
-		First: win.first, Last: win.last, Until: win.until, Samples: win.samples}
+		First: win.first, Last: win.last, Until: win.until, Samples: win.samples, Timeline: win.timeline}
 	b, err := json.Marshal(&rec)
 	if err == nil {
 		err = writeFileAtomic(w.spoolFile(win.ns, win.name), b)
@@ -135,7 +137,7 @@ func (w *Writer) loadSpool() error {
 			continue
 		}
 		win := &window{key: rec.Key, name: rec.Name, ns: rec.Namespace, spec: rec.Spec, count: rec.Count,
-			first: rec.First, last: rec.Last, until: rec.Until, samples: rec.Samples,
+			first: rec.First, last: rec.Last, until: rec.Until, samples: rec.Samples, timeline: rec.Timeline,
 			restored: true, spooled: true, queued: true}
 		w.spooled[path] = true
 		w.dirty = append(w.dirty, win)

@@ -3,6 +3,8 @@ package incident
 import (
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/riposte-dev/riposte/api/v1alpha1"
 	"github.com/riposte-dev/riposte/engine"
 )
@@ -27,6 +29,7 @@ func SubjectOf(ev *engine.Event) v1alpha1.Subject {
 		PID:            ev.Process.PID,
 		Binary:         ev.Process.Binary,
 	}
+	originOf(ev, &s)
 	switch ev.Kind {
 	case engine.KindAudit:
 		a := &ev.Audit
@@ -75,6 +78,35 @@ func SubjectOf(ev *engine.Event) v1alpha1.Subject {
 		}
 	}
 	return s
+}
+
+// originOf copies the kernel's origin of a container process: the
+// controller joins it with the API server's exec requests (status.session).
+// The command is the one the process that entered the container ran, when
+// the event carries it whole.
+func originOf(ev *engine.Event, s *v1alpha1.Subject) {
+	p := &ev.Process
+	if ev.Container.ID == "" || p.Origin == "" {
+		return
+	}
+	s.Origin, s.OriginPID = p.Origin, p.OriginPID
+	if !p.OriginTime.IsZero() {
+		t := metav1.NewTime(p.OriginTime)
+		s.OriginTime = &t
+	}
+	if ev.Truncated || p.OriginPID == 0 {
+		return
+	}
+	if p.PID == p.OriginPID {
+		s.OriginCommand = append([]string(nil), p.Args...)
+		return
+	}
+	for _, a := range p.Ancestors {
+		if a.PID == p.OriginPID {
+			s.OriginCommand = append([]string(nil), a.Args...)
+			return
+		}
+	}
 }
 
 // serviceAccount splits a service account's username

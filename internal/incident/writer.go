@@ -74,6 +74,9 @@ type Options struct {
 	SpoolDir string
 	// SpoolMax bounds the files in SpoolDir (default DefaultSpoolMax).
 	SpoolMax int
+	// Timeline, in the agent, is the subject container's flight recorder
+	// up to an event: written into a new Incident's status.timeline.
+	Timeline func(ev *engine.Event) []v1alpha1.TimelineEntry
 }
 
 // Writer folds matches into Incidents and writes them. Record is safe for
@@ -118,6 +121,8 @@ type window struct {
 	// spooled: the window has a file in the spool; changedSinceSpool: a
 	// match came after the file was written.
 	spooled, changedSinceSpool bool
+	// timeline is the container's flight recorder at the first match.
+	timeline []v1alpha1.TimelineEntry
 }
 
 type metrics struct {
@@ -211,6 +216,9 @@ func (w *Writer) Record(m engine.Match, ev *engine.Event) {
 			}
 		}
 		win = w.newWindow(key, m, ev, subject, now)
+		if w.opts.Timeline != nil {
+			win.timeline = w.opts.Timeline(ev)
+		}
 		// A replaced window may still have unwritten changes: it stays
 		// queued (it is referenced by dirty) and is written before it goes.
 		w.open[key] = win
@@ -557,6 +565,9 @@ func (w *Writer) write(ctx context.Context, win *window) error {
 		"firstSeen":    metav1.NewTime(win.first),
 		"lastSeen":     metav1.NewTime(win.last),
 		"sampleEvents": append([]runtime.RawExtension(nil), win.samples...),
+	}
+	if len(win.timeline) > 0 {
+		st["timeline"] = win.timeline
 	}
 	w.mu.Unlock()
 	return w.mergePatch(ctx, win, "status", map[string]any{"status": st})

@@ -34,6 +34,12 @@ type KernelProc struct {
 	ExecTime uint64
 	PPID     int64
 	Binary   string
+	// Origin is engine.OriginEntrypoint, engine.OriginExec or empty;
+	// OriginPID and OriginTime name the process that entered the
+	// container's pid namespace and when.
+	Origin     string
+	OriginPID  int64
+	OriginTime time.Time
 }
 
 // Entry is one process. Entries are replaced, never mutated, once stored.
@@ -304,6 +310,10 @@ func (t *Table) Fill(ev *engine.Event) {
 				p.PPID = e.PPID
 			}
 		}
+	}
+	p.Origin, p.OriginPID, p.OriginTime = "", 0, time.Time{}
+	if k, ok := t.kernelProc(p.PID); ok && k.Origin != "" {
+		p.Origin, p.OriginPID, p.OriginTime = k.Origin, k.OriginPID, k.OriginTime
 	}
 	p.Ancestors = p.Ancestors[:0]
 	seen := map[int64]bool{p.PID: true}
