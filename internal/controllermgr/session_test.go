@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,13 +38,19 @@ func TestAnAgentCannotWriteWhoIsBehindAProcess(t *testing.T) {
 		b, _ := json.Marshal(map[string]any{"status": body})
 		return agent.Status().Patch(ctx, inc, client.RawPatch(types.MergePatchType, b))
 	}
-	// The policy reads the old status: the agent's first count lands once
-	// the controller has written one (its Authorized decision).
-	eventually(t, 30*time.Second, "the agent counts its matches", func() error {
-		return patch(map[string]any{"count": 3})
-	})
-	err := patch(map[string]any{"session": map[string]any{"origin": "exec", "user": "alice", "auditID": "forged"}})
-	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
-		t.Fatalf("the agent wrote status.session: %v", err)
+	// The policy reads the old status, which may not exist yet: the
+	// agent's first count lands at once.
+	if err := patch(map[string]any{"count": 3}); err != nil {
+		t.Fatalf("the agent counts its matches on an Incident without status: %v", err)
+	}
+	for _, forged := range []map[string]any{
+		{"origin": "exec", "user": "alice", "auditID": "forged"},
+		{"groups": []string{"system:masters"}},
+		{"command": []string{"sh"}, "sourceIPs": []string{"10.0.0.1"}},
+	} {
+		err := patch(map[string]any{"session": forged})
+		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+			t.Fatalf("the agent wrote status.session %v: %v", forged, err)
+		}
 	}
 }
