@@ -55,13 +55,15 @@ func TestShippedSequenceBecomesIncident(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		// The writer creates the Incident, then writes its status: the
+		// step events arrive with the second write.
 		for _, i := range incs {
-			if i.Spec.Rule == rule.Name {
+			if i.Spec.Rule == rule.Name && len(i.Status.SampleEvents) > 0 {
 				inc = i
 				return nil
 			}
 		}
-		return fmt.Errorf("%d incidents of %s, none of %s", len(incs), user, rule.Name)
+		return fmt.Errorf("%d incidents of %s, none of %s with its status written", len(incs), user, rule.Name)
 	})
 	samples := inc.Status.SampleEvents
 	if len(samples) != 2 || !strings.Contains(string(samples[0].Raw), "selfsubjectaccessreviews") || !strings.Contains(string(samples[1].Raw), `"secrets"`) ||
