@@ -66,6 +66,7 @@ func loadDaemonSet(root, state string) (*daemonSetView, error) {
 func (v *daemonSetView) script(exec []string) (string, error) {
 	var b strings.Builder
 	b.WriteString("set -eu\n")
+	var tmpfs []string // folders this script covered with a tmpfs
 	for _, m := range v.container.VolumeMounts {
 		vol, ok := v.volumes[m.Name]
 		if !ok || vol.HostPath == nil {
@@ -82,7 +83,10 @@ func (v *daemonSetView) script(exec []string) (string, error) {
 		// A mount path the host lacks (the node state folders) gets a tmpfs on
 		// its nearest existing parent, as the container image would have it.
 		target := m.MountPath
-		if _, err := os.Stat(target); err != nil {
+		if under(target, tmpfs) {
+			// Its parent is a tmpfs of this script already.
+			fmt.Fprintf(&b, "mkdir -p %s\n", shq(target))
+		} else if _, err := os.Stat(target); err != nil {
 			parent := filepath.Dir(target)
 			for ; parent != "/"; parent = filepath.Dir(parent) {
 				if _, err := os.Stat(parent); err == nil {
@@ -90,6 +94,7 @@ func (v *daemonSetView) script(exec []string) (string, error) {
 				}
 			}
 			fmt.Fprintf(&b, "mount -t tmpfs tmpfs %s\nmkdir -p %s\n", shq(parent), shq(target))
+			tmpfs = append(tmpfs, parent)
 		}
 		// Volumes are recursive binds, as the container runtime makes them
 		// (the cgroup mount holds the v2 hierarchy as a submount on a hybrid host).
@@ -120,6 +125,16 @@ func (v *daemonSetView) args(env map[string]string) []string {
 		_ = a
 	}
 	return out
+}
+
+// under reports whether path lies below one of dirs.
+func under(path string, dirs []string) bool {
+	for _, d := range dirs {
+		if strings.HasPrefix(path, strings.TrimSuffix(d, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
