@@ -86,15 +86,21 @@ func TestValidatorRefusesRulesWhoseTestsTakeTooLong(t *testing.T) {
 	for i := range 100 {
 		r.Spec.Tests = append(r.Spec.Tests, v1alpha1.RuleTest{Name: fmt.Sprintf("t%d", i), Expect: v1alpha1.ExpectNoMatch, Event: runtime.RawExtension{Raw: []byte(event)}})
 	}
-	// Unbounded, the tests pass: the rule is only slow.
-	begin := time.Now()
-	if resp := (&Validator{Playbooks: noPlaybooks{}, TestBudget: time.Minute}).Handle(context.Background(), request(t, r, "DetectionRule")); !resp.Allowed {
-		t.Fatalf("refused with a minute to run: %s", resp.Result.Message)
+	// Unbounded, the tests pass: the rule is only slow. The shorter of two
+	// runs is the time they need (the first also pays one-time set-up).
+	var all time.Duration
+	for i := range 2 {
+		begin := time.Now()
+		if resp := (&Validator{Playbooks: noPlaybooks{}, TestBudget: time.Minute}).Handle(context.Background(), request(t, r, "DetectionRule")); !resp.Allowed {
+			t.Fatalf("refused with a minute to run: %s", resp.Result.Message)
+		}
+		if took := time.Since(begin); i == 0 || took < all {
+			all = took
+		}
 	}
-	all := time.Since(begin)
-	budget := all / 4
+	budget := all / 10
 	v := &Validator{Playbooks: noPlaybooks{}, TestBudget: budget}
-	begin = time.Now()
+	begin := time.Now()
 	resp := v.Handle(context.Background(), request(t, r, "DetectionRule"))
 	took := time.Since(begin)
 	if resp.Allowed || !strings.Contains(resp.Result.Message, "take longer than") {
