@@ -1,14 +1,10 @@
 package controllermgr_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,26 +168,13 @@ func incidentKeys(t *testing.T, ctx context.Context, ns, rule string) map[string
 // with how many times.
 func auditedNames(t *testing.T, ns, prefix string) map[string]int {
 	t.Helper()
-	f, err := os.Open(filepath.Join(shared.Dir(), "audit.log"))
+	events, err := shared.AuditEvents(prefix)
 	if err != nil {
-		t.Fatalf("the API server's audit log: %v", err)
+		t.Fatal(err)
 	}
-	defer f.Close()
 	names := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		if !strings.Contains(sc.Text(), prefix) {
-			continue
-		}
-		var ev struct {
-			Stage     string `json:"stage"`
-			Verb      string `json:"verb"`
-			ObjectRef struct {
-				Resource, Namespace, Name string
-			} `json:"objectRef"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Stage == "ResponseComplete" && ev.Verb == "get" &&
+	for _, ev := range events {
+		if ev.Stage == "ResponseComplete" && ev.Verb == "get" &&
 			ev.ObjectRef.Resource == "configmaps" && ev.ObjectRef.Namespace == ns && strings.HasPrefix(ev.ObjectRef.Name, prefix) {
 			names[ev.ObjectRef.Name]++
 		}

@@ -3,7 +3,6 @@ package faults_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -252,31 +251,15 @@ func waitMatched(t *testing.T, c *cluster.Cluster, sink *slowSink, names []strin
 // ResponseComplete events for configmaps whose name starts with prefix.
 func auditIDs(t *testing.T, c *cluster.Cluster, prefix string) []string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(c.Dir(), "audit.log"))
+	events, err := c.AuditEvents(prefix)
 	if err != nil {
-		t.Fatalf("the API server's audit log: %v", err)
+		t.Fatal(err)
 	}
-	defer f.Close()
 	var ids []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		if !strings.Contains(sc.Text(), prefix) {
-			continue
-		}
-		var ev struct {
-			AuditID   string `json:"auditID"`
-			Stage     string `json:"stage"`
-			ObjectRef struct {
-				Resource, Name string
-			} `json:"objectRef"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Stage == "ResponseComplete" && ev.ObjectRef.Resource == "configmaps" && strings.HasPrefix(ev.ObjectRef.Name, prefix) {
+	for _, ev := range events {
+		if ev.Stage == "ResponseComplete" && ev.ObjectRef.Resource == "configmaps" && strings.HasPrefix(ev.ObjectRef.Name, prefix) {
 			ids = append(ids, ev.AuditID)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("read the API server's audit log: %v", err)
 	}
 	return ids
 }
