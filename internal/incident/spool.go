@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -158,7 +159,8 @@ func readSpoolFile(path string) (spoolRecord, error) {
 	if info, err := f.Stat(); err != nil || info.Size() > maxSpoolFileBytes {
 		return rec, fmt.Errorf("spool file over %d bytes", maxSpoolFileBytes)
 	}
-	if err := json.NewDecoder(f).Decode(&rec); err != nil {
+	// The file may grow after Stat: the decoder reads no more than the bound.
+	if err := json.NewDecoder(io.LimitReader(f, maxSpoolFileBytes)).Decode(&rec); err != nil {
 		return rec, fmt.Errorf("decode spool file: %w", err)
 	}
 	if rec.Name == "" || rec.Namespace == "" {

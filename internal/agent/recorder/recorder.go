@@ -7,6 +7,7 @@ package recorder
 import (
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -166,9 +167,11 @@ func entryOf(ev *engine.Event) v1alpha1.TimelineEntry {
 	return e
 }
 
+// cut bounds s to maxString bytes, copied so the recorder does not keep
+// the event's longer string alive.
 func cut(s string) string {
 	if len(s) > maxString {
-		return s[:maxString]
+		return strings.Clone(s[:maxString])
 	}
 	return s
 }
